@@ -1,0 +1,123 @@
+// Python access to Model (shared weights) and Session (one KV cache).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+
+#include "bindings/bindings.h"
+#include "core/error.h"
+#include "format/types.h"
+#include "model/model.h"
+
+namespace py = pybind11;
+
+namespace bitnet::bindings {
+namespace {
+
+py::dict config_dict(const ModelConfig& c) {
+    py::dict d;
+    d["arch"] = c.arch;
+    d["n_vocab"] = c.n_vocab;
+    d["n_embd"] = c.n_embd;
+    d["n_layers"] = c.n_layers;
+    d["n_heads"] = c.n_heads;
+    d["n_kv_heads"] = c.n_kv_heads;
+    d["head_dim"] = c.head_dim;
+    d["n_ff"] = c.n_ff;
+    d["n_ctx_train"] = c.n_ctx_train;
+    d["n_rot"] = c.n_rot;
+    d["rms_eps"] = c.rms_eps;
+    d["rope_theta"] = c.rope_theta;
+    d["rope_freq_scale"] = c.rope_freq_scale;
+    d["activation"] = activation_name(c.activation);
+    d["rope_style"] = rope_style_name(c.rope_style);
+    d["tied_output"] = c.tied_output;
+    return d;
+}
+
+}  // namespace
+
+void init_model(py::module_& m) {
+    py::class_<Model, std::shared_ptr<Model>>(m, "Model",
+        "Weights of a model loaded from a GGUF file. Immutable and shareable between sessions.")
+        .def(py::init([](const std::string& path) {
+                 return std::const_pointer_cast<Model>(Model::load(path));
+             }),
+             py::arg("path"), py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("path", [](const Model& mdl) { return mdl.file().path(); })
+        .def_property_readonly("config", [](const Model& mdl) { return config_dict(mdl.config()); })
+        .def_property_readonly("file", [](std::shared_ptr<Model> mdl) {
+            // The GgufFile lives inside the Model: alias the Model's lifetime.
+            return std::shared_ptr<GgufFile>(mdl, const_cast<GgufFile*>(&mdl->file()));
+        })
+        .def_property_readonly("kernel_isa", [](const Model& mdl) { return mdl.kernels().isa; })
+        .def("linear_info", [](const Model& mdl) {
+            py::list out;
+            for (const LayerWeights& l : mdl.weights().layers) {
+                for (const PackedLinear* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+                    py::dict d;
+                    d["name"] = w->name;
+                    d["n_out"] = w->n_out;
+                    d["n_in"] = w->n_in;
+                    d["binary"] = w->binary;
+                    d["source_type"] = type_name(w->source_type);
+                    out.append(d);
+                }
+            }
+            return out;
+        }, "One dict per BitLinear weight: name, shape, binary, the file type it came from.")
+        .def("linear_codes", [](const Model& mdl, const std::string& name) {
+            // Decoded codes (n_out, n_in) int8 and row scales of one BitLinear weight: for tests.
+            for (const LayerWeights& l : mdl.weights().layers) {
+                for (const PackedLinear* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+                    if (w->name != name) continue;
+                    py::array_t<int8_t> codes({w->n_out, w->n_in});
+                    auto c = codes.mutable_unchecked<2>();
+                    const int64_t row_bytes = w->binary ? w->k_pad / 8 : w->k_pad / 4;
+                    for (int64_t r = 0; r < w->n_out; ++r) {
+                        const uint8_t* row = w->packed.data() + r * row_bytes;
+                        for (int64_t j = 0; j < w->n_in; ++j) {
+                            if (w->binary) {
+                                c(r, j) = ((row[j / 8] >> (j % 8)) & 1) ? 1 : -1;
+                            } else {
+                                const int64_t within = j % kernels::kT2Block;
+                                const uint8_t byte = row[(j / kernels::kT2Block) * kernels::kT2BlockBytes + within % 32];
+                                c(r, j) = static_cast<int8_t>(((byte >> (2 * (within / 32))) & 3) - 1);
+                            }
+                        }
+                    }
+                    return py::make_tuple(codes, py::array_t<float>(w->row_scale.size(), w->row_scale.data()));
+                }
+            }
+            throw py::key_error(name);
+        }, py::arg("name"));
+
+    py::class_<Session>(m, "Session",
+        "A KV cache over a Model. Not thread-safe: use one Session per thread.")
+        .def(py::init([](std::shared_ptr<Model> mdl, int64_t n_ctx, int64_t n_batch) {
+                 return std::make_unique<Session>(mdl, n_ctx, n_batch);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_batch") = 256)
+        .def_property_readonly("n_ctx", &Session::n_ctx)
+        .def_property_readonly("n_past", &Session::n_past)
+        .def("truncate", &Session::truncate, py::arg("n"))
+        .def("decode", [](Session& s, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
+                          bool all_logits) {
+            if (tokens.ndim() != 1) throw ShapeError("tokens must be a 1-D array of token ids");
+            const int64_t n = tokens.shape(0);
+            const int64_t n_vocab = s.model().config().n_vocab;
+            py::array_t<float> logits = all_logits ? py::array_t<float>({n, n_vocab})
+                                                   : py::array_t<float>({n_vocab});
+            const int32_t* ids = tokens.data();
+            float* out = logits.mutable_data();
+            {
+                py::gil_scoped_release release;
+                s.decode(ids, n, out, all_logits);
+            }
+            return logits;
+        }, py::arg("tokens"), py::arg("all_logits") = false,
+           "Appends tokens to the context; returns logits (n, n_vocab) or (n_vocab,) for the last.");
+}
+
+}  // namespace bitnet::bindings

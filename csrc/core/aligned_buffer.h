@@ -1,0 +1,53 @@
+// An owning, 64-byte aligned, uninitialized array (weights repacked at load, scratch buffers).
+//
+// Large allocations are not touched here, so pages that are never written (for example the unused
+// tail of a KV cache) never become resident. Move-only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <utility>
+
+namespace bitnet {
+
+constexpr size_t kBufferAlignment = 64;
+
+template <typename T>
+class AlignedBuffer {
+ public:
+    AlignedBuffer() = default;
+    explicit AlignedBuffer(size_t n) : size_(n) {
+        if (n == 0) return;
+        const size_t bytes = (n * sizeof(T) + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
+        void* p = nullptr;
+        if (posix_memalign(&p, kBufferAlignment, bytes) != 0) throw std::bad_alloc();
+        data_ = static_cast<T*>(p);
+    }
+    ~AlignedBuffer() { std::free(data_); }
+    AlignedBuffer(AlignedBuffer&& other) noexcept
+        : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    AlignedBuffer& operator=(AlignedBuffer&& other) noexcept {
+        if (this != &other) {
+            std::free(data_);
+            data_ = std::exchange(other.data_, nullptr);
+            size_ = std::exchange(other.size_, 0);
+        }
+        return *this;
+    }
+    AlignedBuffer(const AlignedBuffer&) = delete;
+    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+
+    T* data() { return data_; }
+    const T* data() const { return data_; }
+    size_t size() const { return size_; }
+    T& operator[](size_t i) { return data_[i]; }
+    const T& operator[](size_t i) const { return data_[i]; }
+
+ private:
+    T* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+}  // namespace bitnet
