@@ -28,8 +28,9 @@ def hf_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def converted(hf_models: dict[str, object], tmp_path_factory: pytest.TempPathFactory
-              ) -> Callable[..., Path]:
+def converted(
+    hf_models: dict[str, object], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Path]:
     """converted(name, weight_type="tq2_0", embedding_type="f32") -> path of a GGUF file."""
     import bitnet
 
@@ -40,8 +41,13 @@ def converted(hf_models: dict[str, object], tmp_path_factory: pytest.TempPathFac
         key = (name, weight_type, embedding_type)
         if key not in cache:
             dst = out / f"{name}-{weight_type}-{embedding_type}.gguf"
-            bitnet.convert(hf_models[name].path, dst, weight_type=weight_type,  # type: ignore[attr-defined]
-                           embedding_type=embedding_type, progress=False)
+            bitnet.convert(
+                hf_models[name].path,
+                dst,
+                weight_type=weight_type,  # type: ignore[attr-defined]
+                embedding_type=embedding_type,
+                progress=False,
+            )
             cache[key] = dst
         return cache[key]
 

@@ -33,8 +33,11 @@ def write_gguf_copy(
             w.add_key_value(key, field.contents(), vtype, sub_type=field.types[-1])
         else:
             w.add_key_value(key, field.contents(), vtype)
-    scales = {t.name: float(np.asarray(t.data).reshape(-1)[0]) for t in reader.tensors
-              if t.name.endswith(".scale")}
+    scales = {
+        t.name: float(np.asarray(t.data).reshape(-1)[0])
+        for t in reader.tensors
+        if t.name.endswith(".scale")
+    }
     for t in reader.tensors:
         if t.name in drop_tensors or t.name.endswith(".scale"):
             continue

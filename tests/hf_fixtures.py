@@ -65,30 +65,47 @@ def write_bpe_tokenizer(out: Path, vocab_size: int = 420) -> int:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS, trainer)
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
     tok.add_special_tokens(specials)
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
-        special_tokens=[("<|begin_of_text|>", bos)])
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
+    )
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
-        "chat_template": CHAT_TEMPLATE, "tokenizer_class": "PreTrainedTokenizerFast",
-    }))
-    (out / "generation_config.json").write_text(json.dumps({
-        "bos_token_id": bos,
-        "eos_token_id": [tok.token_to_id("<|end_of_text|>"), tok.token_to_id("<|eot_id|>")],
-    }))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<|begin_of_text|>",
+                "eos_token": "<|end_of_text|>",
+                "chat_template": CHAT_TEMPLATE,
+                "tokenizer_class": "PreTrainedTokenizerFast",
+            }
+        )
+    )
+    (out / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token_id": bos,
+                "eos_token_id": [tok.token_to_id("<|end_of_text|>"), tok.token_to_id("<|eot_id|>")],
+            }
+        )
+    )
     return int(tok.get_vocab_size())
 
 
@@ -98,16 +115,33 @@ def write_spm_tokenizer(out: Path, vocab_size: int = 400) -> int:
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS), model_writer=buf, vocab_size=vocab_size,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1,
-        eos_id=2, pad_id=-1, add_dummy_prefix=True, normalization_rule_name="identity",
-        minloglevel=2, hard_vocab_limit=False,
+        sentence_iterator=iter(CORPUS),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        add_dummy_prefix=True,
+        normalization_rule_name="identity",
+        minloglevel=2,
+        hard_vocab_limit=False,
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.model").write_bytes(buf.getvalue())
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
-    }))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+            }
+        )
+    )
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
     return int(sp.get_piece_size())
 
@@ -121,7 +155,7 @@ def _init_weights(model: Any, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("embed_tokens.weight") or name.endswith("lm_head.weight"):
+            if name.endswith(("embed_tokens.weight", "lm_head.weight")):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
             elif p.ndim == 1:
                 p.copy_(torch.rand(p.shape, generator=g) + 0.5)
@@ -146,8 +180,11 @@ def _save(path: Path, tensors: dict[str, Any], config: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (path / "config.json").write_text(json.dumps(config, indent=1))
 
 
@@ -156,7 +193,8 @@ def _load_reference(path: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=torch.float32, attn_implementation="eager")
+        str(path), dtype=torch.float32, attn_implementation="eager"
+    )
     # Quantized models refuse .float(); offline-packed ones keep some buffers (weight_scale) in
     # their stored dtype, so cast every floating parameter and buffer by hand.
     for mod in model.modules():
@@ -172,14 +210,26 @@ def _load_reference(path: Path) -> Any:
     return model
 
 
-def _bitnet_config(vocab: int, *, act: str, tie: bool, quant: dict[str, Any] | None,
-                   **dims: Any) -> dict[str, Any]:
+def _bitnet_config(
+    vocab: int, *, act: str, tie: bool, quant: dict[str, Any] | None, **dims: Any
+) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "architectures": ["BitNetForCausalLM"], "model_type": "bitnet", "hidden_act": act,
-        "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": tie,
-        "vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "bfloat16",
+        "architectures": ["BitNetForCausalLM"],
+        "model_type": "bitnet",
+        "hidden_act": act,
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": tie,
+        "vocab_size": vocab,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "torch_dtype": "bfloat16",
     }
     cfg.update(dims)
     if quant is not None:
@@ -191,8 +241,11 @@ def _plain_bitnet(cfg: dict[str, Any], seed: int) -> Any:
     """A transformers BitNet model with plain nn.Linear layers holding master weights."""
     from transformers import BitNetConfig, BitNetForCausalLM
 
-    c = {k: v for k, v in cfg.items() if k not in ("architectures", "quantization_config",
-                                                    "model_type", "torch_dtype")}
+    c = {
+        k: v
+        for k, v in cfg.items()
+        if k not in ("architectures", "quantization_config", "model_type", "torch_dtype")
+    }
     model = BitNetForCausalLM(BitNetConfig(**c))
     _init_weights(model, seed)
     return model
@@ -210,17 +263,34 @@ def build_2b4t_pair(root: Path, seed: int = 1) -> tuple[Fixture, Fixture]:
 
     tok_dir = root / "tok-bpe"
     vocab = write_bpe_tokenizer(tok_dir)
-    cfg = _bitnet_config(vocab, act="relu2", tie=True, quant={
-        "quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"})
-    state = {k: _bf16_round(v) for k, v in _plain_bitnet(cfg, seed).state_dict().items()
-             if k != "lm_head.weight"}
+    cfg = _bitnet_config(
+        vocab,
+        act="relu2",
+        tie=True,
+        quant={
+            "quant_method": "bitnet",
+            "linear_class": "autobitlinear",
+            "quantization_mode": "online",
+        },
+    )
+    state = {
+        k: _bf16_round(v)
+        for k, v in _plain_bitnet(cfg, seed).state_dict().items()
+        if k != "lm_head.weight"
+    }
 
     bf16_dir = root / "2b4t-bf16"
     _save(bf16_dir, {k: v.to(torch.bfloat16) for k, v in state.items()}, cfg)
     _copy_tokenizer(tok_dir, bf16_dir)
 
-    packed_cfg = dict(cfg, quantization_config={
-        "quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"})
+    packed_cfg = dict(
+        cfg,
+        quantization_config={
+            "quant_method": "bitnet",
+            "linear_class": "autobitlinear",
+            "quantization_mode": "offline",
+        },
+    )
     packed: dict[str, Any] = {}
     for k, v in state.items():
         if k in _linear_names(state):
@@ -232,8 +302,10 @@ def build_2b4t_pair(root: Path, seed: int = 1) -> tuple[Fixture, Fixture]:
     packed_dir = root / "2b4t-packed"
     _save(packed_dir, packed, packed_cfg)
     _copy_tokenizer(tok_dir, packed_dir)
-    return (Fixture("2b4t-bf16", bf16_dir, _load_reference(bf16_dir), vocab),
-            Fixture("2b4t-packed", packed_dir, _load_reference(packed_dir), vocab))
+    return (
+        Fixture("2b4t-bf16", bf16_dir, _load_reference(bf16_dir), vocab),
+        Fixture("2b4t-packed", packed_dir, _load_reference(packed_dir), vocab),
+    )
 
 
 def build_1bitllm(root: Path, seed: int = 2) -> Fixture:
@@ -247,18 +319,41 @@ def build_1bitllm(root: Path, seed: int = 2) -> Fixture:
     tok_dir = root / "tok-spm"
     n_pieces = write_spm_tokenizer(tok_dir)
     vocab = n_pieces + 2
-    quant = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}
-    ref_cfg = _bitnet_config(vocab, act="silu", tie=False, quant=quant, bos_token_id=1,
-                             eos_token_id=2, num_key_value_heads=4, intermediate_size=384)
+    quant = {
+        "quant_method": "bitnet",
+        "linear_class": "autobitlinear",
+        "quantization_mode": "online",
+    }
+    ref_cfg = _bitnet_config(
+        vocab,
+        act="silu",
+        tie=False,
+        quant=quant,
+        bos_token_id=1,
+        eos_token_id=2,
+        num_key_value_heads=4,
+        intermediate_size=384,
+    )
     state = {k: v.float() for k, v in _plain_bitnet(ref_cfg, seed).state_dict().items()}
     ref_dir = root / "1bitllm-reference"
     _save(ref_dir, state, ref_cfg)
 
-    renamed = {k.replace("self_attn.attn_sub_norm", "self_attn.inner_attn_ln")
-                .replace("mlp.ffn_sub_norm", "mlp.ffn_layernorm"): v for k, v in state.items()}
+    renamed = {
+        k.replace("self_attn.attn_sub_norm", "self_attn.inner_attn_ln").replace(
+            "mlp.ffn_sub_norm", "mlp.ffn_layernorm"
+        ): v
+        for k, v in state.items()
+    }
     cfg = {k: v for k, v in ref_cfg.items() if k != "quantization_config"}
-    cfg.update({"architectures": ["BitnetForCausalLM"], "model_type": "llama",
-                "weight_bits": 1, "input_bits": 8, "torch_dtype": "float32"})
+    cfg.update(
+        {
+            "architectures": ["BitnetForCausalLM"],
+            "model_type": "llama",
+            "weight_bits": 1,
+            "input_bits": 8,
+            "torch_dtype": "float32",
+        }
+    )
     path = root / "1bitllm"
     _save(path, renamed, cfg)
     _copy_tokenizer(tok_dir, path)
@@ -273,10 +368,21 @@ def build_llama_bitlinear(root: Path, seed: int = 3) -> Fixture:
 
     tok_dir = root / "tok-bpe"
     vocab = write_bpe_tokenizer(tok_dir)
-    dims = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 1, "max_position_embeddings": 256,
-            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": False,
-            "vocab_size": vocab, "hidden_act": "silu", "bos_token_id": 0, "eos_token_id": 1}
+    dims = {
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+        "vocab_size": vocab,
+        "hidden_act": "silu",
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+    }
     model = LlamaForCausalLM(LlamaConfig(**dims))
     _init_weights(model, seed)
     state = {k: _bf16_round(v) for k, v in model.state_dict().items()}
@@ -285,12 +391,18 @@ def build_llama_bitlinear(root: Path, seed: int = 3) -> Fixture:
         if k in _linear_names(state):
             codes, beta = absmean(v)
             packed[k] = pack_weights(codes.to(torch.int8).clone())
-            packed[k.replace(".weight", ".weight_scale")] = (1.0 / beta).reshape(1).to(torch.bfloat16)
+            packed[k.replace(".weight", ".weight_scale")] = (
+                (1.0 / beta).reshape(1).to(torch.bfloat16)
+            )
         else:
             packed[k] = v.to(torch.bfloat16)
-    cfg = dict(dims, architectures=["LlamaForCausalLM"], model_type="llama",
-               torch_dtype="bfloat16", quantization_config={"quant_method": "bitnet",
-                                                            "modules_to_not_convert": None})
+    cfg = dict(
+        dims,
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        torch_dtype="bfloat16",
+        quantization_config={"quant_method": "bitnet", "modules_to_not_convert": None},
+    )
     path = root / "llama-bitlinear"
     _save(path, packed, cfg)
     _copy_tokenizer(tok_dir, path)
@@ -314,9 +426,14 @@ def reference_greedy(model: Any, ids: list[int], n: int) -> list[int]:
     import torch
 
     with torch.no_grad():
-        out = model.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=n,
-                             do_sample=False, min_new_tokens=n, pad_token_id=0)
-    return [int(t) for t in out[0, len(ids):]]
+        out = model.generate(
+            torch.tensor([ids], dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+            min_new_tokens=n,
+            pad_token_id=0,
+        )
+    return [int(t) for t in out[0, len(ids) :]]
 
 
 def assert_logits_close(ours: np.ndarray, ref: np.ndarray) -> None:

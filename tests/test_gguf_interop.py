@@ -13,7 +13,9 @@ from gguf_builders import write_gguf_copy
 pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("qtype", [gguf.GGMLQuantizationType.TQ2_0, gguf.GGMLQuantizationType.TQ1_0])
+@pytest.mark.parametrize(
+    "qtype", [gguf.GGMLQuantizationType.TQ2_0, gguf.GGMLQuantizationType.TQ1_0]
+)
 def test_file_written_by_gguf_py_gives_the_same_logits(converted, tmp_path, qtype):
     # 2B4T-packed: beta comes from a bf16 weight_scale, exactly representable in fp16, so our
     # file stores it in the TQ blocks (no scale tensor) and gguf-py's requantization of the
@@ -35,7 +37,7 @@ def test_file_with_scale_tensors_matches_requantized_copy(converted, tmp_path):
     names = {t.name for t in reader.tensors}
     assert "blk.0.attn_q.scale" in names
     q = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
-    codes, d = ternary.unpack_tq2_0(np.asarray(q.data), int(q.shape[1]), int(q.shape[0]))
+    _, d = ternary.unpack_tq2_0(np.asarray(q.data), int(q.shape[1]), int(q.shape[0]))
     assert (d == 1.0).all()
     theirs = write_gguf_copy(tmp_path / "theirs.gguf", ours)
     ids = list(range(3, 40, 3))
@@ -67,7 +69,9 @@ def test_gguf_py_reads_our_files(converted, layout):
             continue
         values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(int(t.shape[1]), -1)
         codes, scales = model._core.linear_codes(t.name)
-        scale_t = next((s for s in reader.tensors if s.name == t.name.replace(".weight", ".scale")), None)
+        scale_t = next(
+            (s for s in reader.tensors if s.name == t.name.replace(".weight", ".scale")), None
+        )
         extra = float(np.asarray(scale_t.data)[0]) if scale_t is not None else 1.0
         np.testing.assert_allclose(values * extra, codes * scales[:, None], rtol=1e-6)
 

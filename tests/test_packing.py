@@ -51,8 +51,10 @@ def test_tq1_0_matches_gguf_py(shape, beta):
 @pytest.mark.parametrize("fill", [-1, 0, 1])
 def test_tq_extremes_round_trip(fill):
     codes = np.full((2, 512), fill, dtype=np.int8)
-    for pack, unpack in ((ternary.pack_tq2_0, ternary.unpack_tq2_0),
-                         (ternary.pack_tq1_0, ternary.unpack_tq1_0)):
+    for pack, unpack in (
+        (ternary.pack_tq2_0, ternary.unpack_tq2_0),
+        (ternary.pack_tq1_0, ternary.unpack_tq1_0),
+    ):
         back, _ = unpack(pack(codes, 0.25), 2, 512)
         np.testing.assert_array_equal(back, codes)
 

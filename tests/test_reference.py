@@ -55,7 +55,8 @@ def test_greedy_continuation_equals_transformers(hf_models, converted, layout):
         session_ids.append(nxt)
     assert got == expected
     assert model.generate(PROMPTS[0], max_tokens=n) == model.detokenize(
-        _until_eos(expected, model.tokenizer.eos_ids))
+        _until_eos(expected, model.tokenizer.eos_ids)
+    )
 
 
 def _until_eos(ids, eos):
@@ -110,9 +111,13 @@ def test_codes_equal_absmean_of_master_weights(hf_models, converted):
         layer = int(info["name"].split(".")[1])
         part = info["name"].split(".")[2]
         hf = {
-            "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-            "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-            "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+            "attn_q": "self_attn.q_proj",
+            "attn_k": "self_attn.k_proj",
+            "attn_v": "self_attn.v_proj",
+            "attn_output": "self_attn.o_proj",
+            "ffn_gate": "mlp.gate_proj",
+            "ffn_up": "mlp.up_proj",
+            "ffn_down": "mlp.down_proj",
         }[part]
         w = state[f"model.layers.{layer}.{hf}.weight"].to(torch.float32)
         ref_codes, ref_beta = hfx.absmean(w)

@@ -264,9 +264,9 @@ PackedLinear pack_linear(const GgufFile& f, const GgufTensor& t, bool allow_late
         case TensorType::F16:
         case TensorType::BF16: pack_float(f, t, out, allow_latent); break;
         default:
-            throw UnsupportedError(str_cat(
+            throw FormatError(str_cat(
                 f.path(), ": tensor '", t.name, "' has type ", type_name(t.type),
-                "; a BitLinear weight must be TQ2_0, TQ1_0, I2_S, Q1_0, or ternary F32/F16/BF16"));
+                ", expected a BitLinear type (TQ2_0, TQ1_0, I2_S, Q1_0, or ternary F32/F16/BF16)"));
     }
     return out;
 }

@@ -57,8 +57,10 @@ std::vector<float> load_optional_norm(const GgufFile& f, const std::string& name
 DenseMatrix load_dense(const GgufFile& f, const std::string& name, int64_t n_rows, int64_t n_cols) {
     const GgufTensor& t = require(f, name);
     check_shape(f, t, {n_cols, n_rows});
-    BITNET_CHECK(can_dequantize(t.type), UnsupportedError, f.path(), ": tensor '", name,
-                 "' has type ", type_name(t.type), ", which this build cannot decode");
+    BITNET_CHECK(can_dequantize(t.type), FormatError, f.path(), ": tensor '", name,
+                 "' has type ", type_name(t.type),
+                 ", expected a float type for embeddings (F32, F16, BF16) or a ggml block type "
+                 "this build decodes");
     DenseMatrix m;
     m.tensor = &t;
     m.n_rows = n_rows;

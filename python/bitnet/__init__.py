@@ -9,8 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
 from .convert import convert
+from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
 from .model import Model, load
 
 __version__ = "0.1.0"

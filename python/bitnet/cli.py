@@ -31,7 +31,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     f = _core.GgufFile(args.file)
     print(f"{f.path}: GGUF v{f.version}, {f.file_size} bytes, alignment {f.alignment}")
     print(f"\nmetadata ({len(f.keys())} keys):")
-    for key in f.keys():
+    for key in f.keys():  # noqa: SIM118 (GgufFile, not a dict)
         value = f.get(key)
         if isinstance(value, (list, tuple)) or hasattr(value, "shape"):
             text = f"[{len(value)} x {f.value_type(key)}]"
@@ -63,11 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert a Hugging Face checkpoint into a GGUF file")
     c.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer)")
     c.add_argument("dst", help="output .gguf file")
-    c.add_argument("--weight-type", default="tq2_0",
-                   choices=["tq2_0", "tq1_0", "i2_s", "f16", "f32"],
-                   help="storage of ternary weights (default tq2_0)")
-    c.add_argument("--embedding-type", default="f16", choices=["f16", "f32", "bf16"],
-                   help="storage of embeddings and output layer (default f16)")
+    c.add_argument(
+        "--weight-type",
+        default="tq2_0",
+        choices=["tq2_0", "tq1_0", "i2_s", "f16", "f32"],
+        help="storage of ternary weights (default tq2_0)",
+    )
+    c.add_argument(
+        "--embedding-type",
+        default="f16",
+        choices=["f16", "f32", "bf16"],
+        help="storage of embeddings and output layer (default f16)",
+    )
     c.add_argument("--tokenizer", default=None, help="directory with the tokenizer, if not in src")
     c.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from .errors import ShapeError
+from .errors import BitnetError, ShapeError
 from .tokenizer import Tokenizer, tokenizer_from_gguf
 
 __all__ = ["Model", "load"]
@@ -30,8 +31,10 @@ class Model:
 
     def __init__(self, path: str | os.PathLike[str], *, n_ctx: int = 0, n_batch: int = 256) -> None:
         self.path = os.fspath(path)
+        if not Path(self.path).exists():
+            raise FileNotFoundError(f"{self.path}: no such file")
         self._core = _core.Model(self.path)
-        self._session = _core.Session(self._core, n_ctx, n_batch)
+        self._session: _core.Session | None = _core.Session(self._core, n_ctx, n_batch)
         self._lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
 
@@ -48,7 +51,12 @@ class Model:
     @property
     def n_ctx(self) -> int:
         """The most tokens one sequence can hold."""
-        return int(self._session.n_ctx)
+        return int(self._live_session().n_ctx)
+
+    def _live_session(self) -> _core.Session:
+        if self._session is None:
+            raise BitnetError(f"{self.path}: the model has been closed")
+        return self._session
 
     @property
     def metadata(self) -> Any:
@@ -83,8 +91,9 @@ class Model:
         if ids.min() < 0 or ids.max() >= self.n_vocab:
             raise ShapeError(f"token ids must be in [0, {self.n_vocab})")
         with self._lock:
-            self._session.truncate(0)
-            return np.asarray(self._session.decode(ids.astype(np.int32), True))
+            session = self._live_session()
+            session.truncate(0)
+            return np.asarray(session.decode(ids.astype(np.int32), True))
 
     def generate(self, prompt: str, *, max_tokens: int = 128) -> str:
         """Greedy continuation of prompt, up to max_tokens tokens or an end-of-sequence token."""
@@ -98,35 +107,42 @@ class Model:
         eos = set(self.tokenizer.eos_ids)
         out: list[int] = []
         with self._lock:
-            self._session.truncate(0)
-            logits = self._session.decode(np.asarray(ids, dtype=np.int32), False)
+            session = self._live_session()
+            session.truncate(0)
+            logits = session.decode(np.asarray(ids, dtype=np.int32), False)
             for _ in range(min(max_tokens, self.n_ctx - len(ids))):
                 nxt = int(np.argmax(logits))
                 if nxt in eos:
                     break
                 out.append(nxt)
-                if len(out) == max_tokens or self._session.n_past >= self.n_ctx:
+                if len(out) == max_tokens or session.n_past >= session.n_ctx:
                     break
-                logits = self._session.decode(np.asarray([nxt], dtype=np.int32), False)
+                logits = session.decode(np.asarray([nxt], dtype=np.int32), False)
         return self.detokenize(out)
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
         """Releases the KV cache (the weights go when the last reference does)."""
         with self._lock:
-            self._session = None  # type: ignore[assignment]
+            self._session = None
 
-    def __enter__(self) -> Model:
+    def __enter__(self) -> Model:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
         c = self._core.config
-        return (f"Model({self.path!r}, arch={c['arch']}, layers={c['n_layers']}, "
-                f"embd={c['n_embd']}, vocab={c['n_vocab']})")
+        return (
+            f"Model({self.path!r}, arch={c['arch']}, layers={c['n_layers']}, "
+            f"embd={c['n_embd']}, vocab={c['n_vocab']})"
+        )
 
 
 def load(path: str | os.PathLike[str], *, n_ctx: int = 0, n_batch: int = 256) -> Model:

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gguf
 import numpy as np
@@ -174,7 +173,9 @@ def detect_layout(cfg: dict[str, Any], ckpt: Checkpoint, src: Path) -> Layout:
     ffn_sub = sub[1] if f"{layer0}mlp.{sub[1]}.weight" in ckpt else None
     if gguf_arch == "bitnet" and (attn_sub is None or ffn_sub is None):
         missing = f"self_attn.{sub[0]}" if attn_sub is None else f"mlp.{sub[1]}"
-        raise FormatError(f"{src}: missing tensor '{layer0}{missing}.weight' ({arch} has sub-norms)")
+        raise FormatError(
+            f"{src}: missing tensor '{layer0}{missing}.weight' ({arch} has sub-norms)"
+        )
     if gguf_arch == "llama" and (attn_sub or ffn_sub):
         raise UnsupportedError(f"{src}: a LlamaForCausalLM with sub-norms is not a known layout")
     return Layout(name, gguf_arch, act, attn_sub, ffn_sub, multiplies, binary)
@@ -188,27 +189,38 @@ def read_hyper(cfg: dict[str, Any], ckpt: Checkpoint, src: Path) -> Hyper:
     head_dim_default = n_embd // n_heads
     head_dim = _positive_int(cfg, "head_dim", path, head_dim_default)
     if n_heads % n_kv:
-        raise FormatError(f"{path}: num_attention_heads {n_heads} is not a multiple of "
-                          f"num_key_value_heads {n_kv}")
+        raise FormatError(
+            f"{path}: num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv}"
+        )
     if head_dim % 2:
         raise FormatError(f"{path}: head size {head_dim} must be even for RoPE")
     rope = cfg.get("rope_parameters") or {}
-    theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0) if isinstance(rope, dict) else 10000.0)
-    scaling = cfg.get("rope_scaling") or (rope if isinstance(rope, dict) else {})
+    theta = cfg.get(
+        "rope_theta", rope.get("rope_theta", 10000.0) if isinstance(rope, dict) else 10000.0
+    )
+    if not isinstance(theta, (int, float)) or isinstance(theta, bool) or not theta > 1:
+        raise FormatError(f"{path}: rope_theta {theta!r} must be a number greater than 1")
+    scaling: dict[str, Any] = cfg.get("rope_scaling") or (rope if isinstance(rope, dict) else {})
     rope_type = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
     factor: float | None = None
     if rope_type == "linear":
         factor = float(scaling.get("factor", 1.0))
     elif rope_type not in (None, "default"):
-        raise UnsupportedError(f"{path}: RoPE scaling '{rope_type}' is not supported (default, linear)")
+        raise UnsupportedError(
+            f"{path}: RoPE scaling '{rope_type}' is not supported (default, linear)"
+        )
     embed = ckpt["model.embed_tokens.weight"]
     if len(embed.shape) != 2 or embed.shape[1] != n_embd:
-        raise FormatError(f"{embed.path}: tensor '{embed.name}' has shape {list(embed.shape)}, "
-                          f"expected [vocab, {n_embd}]")
+        raise FormatError(
+            f"{embed.path}: tensor '{embed.name}' has shape {list(embed.shape)}, "
+            f"expected [vocab, {n_embd}]"
+        )
     n_vocab = embed.shape[0]
     if "vocab_size" in cfg and cfg["vocab_size"] != n_vocab:
-        raise FormatError(f"{path}: vocab_size {cfg['vocab_size']} differs from the "
-                          f"{n_vocab} rows of model.embed_tokens.weight")
+        raise FormatError(
+            f"{path}: vocab_size {cfg['vocab_size']} differs from the "
+            f"{n_vocab} rows of model.embed_tokens.weight"
+        )
     tied = "lm_head.weight" not in ckpt or bool(cfg.get("tie_word_embeddings", False))
     eps = cfg.get("rms_norm_eps", 1e-6)
     if not isinstance(eps, (int, float)) or not 0 <= eps < 1:
@@ -231,8 +243,9 @@ def read_hyper(cfg: dict[str, Any], ckpt: Checkpoint, src: Path) -> Hyper:
 
 def _expect_shape(ref: TensorRef, shape: tuple[int, ...]) -> None:
     if ref.shape != shape:
-        raise FormatError(f"{ref.path}: tensor '{ref.name}' has shape {list(ref.shape)}, "
-                          f"expected {list(shape)}")
+        raise FormatError(
+            f"{ref.path}: tensor '{ref.name}' has shape {list(ref.shape)}, expected {list(shape)}"
+        )
 
 
 def _finite(a: np.ndarray, ref: TensorRef) -> np.ndarray:
@@ -245,41 +258,52 @@ def _packed_beta(ckpt: Checkpoint, hf: str, layout: Layout) -> float:
     """beta of a packed weight from its weight_scale (a multiplier or its inverse, per layout)."""
     scale_ref = ckpt[hf + ".weight_scale"]
     if scale_ref.shape not in ((), (1,)):
-        raise FormatError(f"{scale_ref.path}: tensor '{scale_ref.name}' has shape "
-                          f"{list(scale_ref.shape)}, expected [1]")
+        raise FormatError(
+            f"{scale_ref.path}: tensor '{scale_ref.name}' has shape "
+            f"{list(scale_ref.shape)}, expected [1]"
+        )
     scale = float(scale_ref.float32().reshape(-1)[0])
     if not math.isfinite(scale) or scale <= 0:
-        raise FormatError(f"{scale_ref.path}: tensor '{scale_ref.name}' is {scale}, "
-                          "expected a positive scale")
+        raise FormatError(
+            f"{scale_ref.path}: tensor '{scale_ref.name}' is {scale}, expected a positive scale"
+        )
     return scale if layout.scale_multiplies else float(np.float32(1.0) / np.float32(scale))
 
 
-def linear_codes(ckpt: Checkpoint, hf: str, n_out: int, n_in: int, layout: Layout
-                 ) -> tuple[np.ndarray, float]:
+def linear_codes(
+    ckpt: Checkpoint, hf: str, n_out: int, n_in: int, layout: Layout
+) -> tuple[np.ndarray, float]:
     """Codes (n_out, n_in) int8 and the multiplier beta of one BitLinear weight."""
     ref = ckpt[hf + ".weight"]
     if ref.dtype == "U8":
         _expect_shape(ref, ((n_out + 3) // 4, n_in))
         if layout.binary:
-            raise FormatError(f"{ref.path}: tensor '{ref.name}' is packed ternary but the config "
-                              "says the weights are binary")
+            raise FormatError(
+                f"{ref.path}: tensor '{ref.name}' is packed ternary but the config "
+                "says the weights are binary"
+            )
         codes = ternary.hf_unpack(np.asarray(ref.raw()), n_out)
         if (codes > 1).any():
-            raise FormatError(f"{ref.path}: tensor '{ref.name}' holds the 2-bit code 3, which "
-                              "is not a ternary value")
+            raise FormatError(
+                f"{ref.path}: tensor '{ref.name}' holds the 2-bit code 3, which "
+                "is not a ternary value"
+            )
         return codes, _packed_beta(ckpt, hf, layout)
     if not ref.is_float:
-        raise FormatError(f"{ref.path}: tensor '{ref.name}' has dtype {ref.dtype}, expected "
-                          "U8 (packed) or a float type")
+        raise FormatError(
+            f"{ref.path}: tensor '{ref.name}' has dtype {ref.dtype}, expected "
+            "U8 (packed) or a float type"
+        )
     _expect_shape(ref, (n_out, n_in))
     w = _finite(ref.float32(), ref)
     return ternary.binarize(w) if layout.binary else ternary.absmean_quantize(w)
 
 
-def _encode_linear(codes: np.ndarray, beta: float, weight_type: str, binary: bool
-                   ) -> tuple[int, np.ndarray]:
+def _encode_linear(
+    codes: np.ndarray, beta: float, weight_type: str, binary: bool
+) -> tuple[int, np.ndarray]:
     """(ggml type id, bytes or float array) of a BitLinear weight, with the documented fallbacks."""
-    n_out, n_in = codes.shape
+    n_in = codes.shape[1]
     if binary:
         if n_in % ternary.QK1_0 == 0:
             return int(gguf.GGMLQuantizationType.Q1_0), ternary.pack_q1_0(codes, beta)
@@ -304,7 +328,11 @@ def _linear_type(n_out: int, n_in: int, weight_type: str, binary: bool) -> tuple
         weight_type = "f16"
     if weight_type in ("tq2_0", "tq1_0") and n_in % ternary.QK_K == 0:
         per_block = 66 if weight_type == "tq2_0" else 54
-        qt = gguf.GGMLQuantizationType.TQ2_0 if weight_type == "tq2_0" else gguf.GGMLQuantizationType.TQ1_0
+        qt = (
+            gguf.GGMLQuantizationType.TQ2_0
+            if weight_type == "tq2_0"
+            else gguf.GGMLQuantizationType.TQ1_0
+        )
         return int(qt), n // 256 * per_block
     if weight_type in ("tq2_0", "tq1_0", "i2_s") and n % ternary.QK_I2_S == 0:
         return I2_S_TYPE, n // 4 + 32
@@ -318,7 +346,7 @@ def _float_tensor(ref: TensorRef, out_type: str) -> np.ndarray:
     rows = ref.shape[0] if ref.shape else 1
     per_row = max(1, int(np.prod(ref.shape[1:], dtype=np.int64)) if len(ref.shape) > 1 else 1)
     chunk = max(1, (64 << 20) // (4 * per_row))  # about 64 MiB of float32 at a time
-    parts = []
+    parts: list[np.ndarray] = []
     for start in range(0, rows, chunk):
         block = _finite(ref.float32(slice(start, start + chunk)), ref)
         if out_type == "f32":
@@ -332,8 +360,9 @@ def _float_tensor(ref: TensorRef, out_type: str) -> np.ndarray:
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def plan_tensors(ckpt: Checkpoint, layout: Layout, hp: Hyper, weight_type: str,
-                 embedding_type: str) -> list[PlannedTensor]:
+def plan_tensors(
+    ckpt: Checkpoint, layout: Layout, hp: Hyper, weight_type: str, embedding_type: str
+) -> list[PlannedTensor]:
     """The tensors of the output file, in llama.cpp's order, each with a deferred producer."""
     plan: list[PlannedTensor] = []
     used: set[str] = set()
@@ -344,8 +373,15 @@ def plan_tensors(ckpt: Checkpoint, layout: Layout, hp: Hyper, weight_type: str,
         used.add(hf_name)
         qtype = _FLOAT_TYPES[out_type]
         nbytes = int(np.prod(shape)) * (4 if out_type == "f32" else 2)
-        plan.append(PlannedTensor(gguf_name, shape, int(qtype), nbytes,
-                                  lambda: _float_tensor(ref, out_type).reshape(shape)))
+        plan.append(
+            PlannedTensor(
+                gguf_name,
+                shape,
+                int(qtype),
+                nbytes,
+                lambda: _float_tensor(ref, out_type).reshape(shape),
+            )
+        )
 
     def linear(gguf_name: str, hf: str, n_out: int, n_in: int, permute_heads: int | None) -> None:
         used.add(hf + ".weight")
@@ -370,16 +406,24 @@ def plan_tensors(ckpt: Checkpoint, layout: Layout, hp: Hyper, weight_type: str,
             if permute_heads is not None:
                 codes = ternary.permute_rope_rows(codes, permute_heads)
             beta_cell.append(beta)
-            qt, data = _encode_linear(codes, 1.0 if exact_scale else beta, weight_type,
-                                      layout.binary)
+            qt, data = _encode_linear(
+                codes, 1.0 if exact_scale else beta, weight_type, layout.binary
+            )
             assert qt == qtype and data.nbytes == nbytes
             return data
 
         plan.append(PlannedTensor(gguf_name, (n_out, n_in), qtype, nbytes, produce))
         if exact_scale:
             scale_name = gguf_name.removesuffix(".weight") + ".scale"
-            plan.append(PlannedTensor(scale_name, (1,), int(gguf.GGMLQuantizationType.F32), 4,
-                                      lambda: np.array(beta_cell[-1:], dtype=np.float32)))
+            plan.append(
+                PlannedTensor(
+                    scale_name,
+                    (1,),
+                    int(gguf.GGMLQuantizationType.F32),
+                    4,
+                    lambda: np.array(beta_cell[-1:], dtype=np.float32),
+                )
+            )
 
     dense("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, hp.n_embd), embedding_type)
     dense("output_norm.weight", "model.norm.weight", (hp.n_embd,), "f32")
@@ -395,22 +439,37 @@ def plan_tensors(ckpt: Checkpoint, layout: Layout, hp: Hyper, weight_type: str,
         p = f"model.layers.{i}."
         b = f"blk.{i}."
         dense(b + "attn_norm.weight", p + "input_layernorm.weight", (hp.n_embd,), "f32")
-        linear(b + "attn_q.weight", p + "self_attn.q_proj", q_dim, hp.n_embd,
-               hp.n_heads if llama else None)
-        linear(b + "attn_k.weight", p + "self_attn.k_proj", kv_dim, hp.n_embd,
-               hp.n_kv_heads if llama else None)
+        linear(
+            b + "attn_q.weight",
+            p + "self_attn.q_proj",
+            q_dim,
+            hp.n_embd,
+            hp.n_heads if llama else None,
+        )
+        linear(
+            b + "attn_k.weight",
+            p + "self_attn.k_proj",
+            kv_dim,
+            hp.n_embd,
+            hp.n_kv_heads if llama else None,
+        )
         linear(b + "attn_v.weight", p + "self_attn.v_proj", kv_dim, hp.n_embd, None)
         linear(b + "attn_output.weight", p + "self_attn.o_proj", hp.n_embd, q_dim, None)
         if layout.attn_sub_norm:
-            dense(b + "attn_sub_norm.weight", f"{p}self_attn.{layout.attn_sub_norm}.weight",
-                  (q_dim,), "f32")
+            dense(
+                b + "attn_sub_norm.weight",
+                f"{p}self_attn.{layout.attn_sub_norm}.weight",
+                (q_dim,),
+                "f32",
+            )
         dense(b + "ffn_norm.weight", p + "post_attention_layernorm.weight", (hp.n_embd,), "f32")
         linear(b + "ffn_gate.weight", p + "mlp.gate_proj", hp.n_ff, hp.n_embd, None)
         linear(b + "ffn_up.weight", p + "mlp.up_proj", hp.n_ff, hp.n_embd, None)
         linear(b + "ffn_down.weight", p + "mlp.down_proj", hp.n_embd, hp.n_ff, None)
         if layout.ffn_sub_norm:
-            dense(b + "ffn_sub_norm.weight", f"{p}mlp.{layout.ffn_sub_norm}.weight",
-                  (hp.n_ff,), "f32")
+            dense(
+                b + "ffn_sub_norm.weight", f"{p}mlp.{layout.ffn_sub_norm}.weight", (hp.n_ff,), "f32"
+            )
 
     # Every tensor of the checkpoint must be accounted for: an unknown one (a bias, an extra
     # layer) means this is not the architecture we think it is.
@@ -418,8 +477,10 @@ def plan_tensors(ckpt: Checkpoint, layout: Layout, hp: Hyper, weight_type: str,
     if leftover:
         shown = ", ".join(sorted(leftover)[:5])
         more = f" and {len(leftover) - 5} more" if len(leftover) > 5 else ""
-        raise UnsupportedError(f"{ckpt.directory}: unexpected tensors {shown}{more} "
-                               f"(not part of the {layout.name} layout)")
+        raise UnsupportedError(
+            f"{ckpt.directory}: unexpected tensors {shown}{more} "
+            f"(not part of the {layout.name} layout)"
+        )
     return plan
 
 
@@ -439,8 +500,14 @@ def _file_type(plan: list[PlannedTensor]) -> int:
     }.get(main, int(gguf.LlamaFileType.GUESSED))
 
 
-def _add_metadata(w: gguf.GGUFWriter, layout: Layout, hp: Hyper, cfg: dict[str, Any],
-                  src: Path, plan: list[PlannedTensor]) -> None:
+def _add_metadata(
+    w: gguf.GGUFWriter,
+    layout: Layout,
+    hp: Hyper,
+    cfg: dict[str, Any],
+    src: Path,
+    plan: list[PlannedTensor],
+) -> None:
     name = cfg.get("_name_or_path") or src.name
     w.add_name(str(name))
     w.add_file_type(_file_type(plan))
@@ -476,10 +543,13 @@ def convert_checkpoint(
 ) -> Path:
     """Converts checkpoint directory src into the GGUF file dst (written atomically)."""
     if weight_type not in WEIGHT_TYPES:
-        raise ValueError(f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, got {weight_type!r}")
+        raise ValueError(
+            f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, got {weight_type!r}"
+        )
     if embedding_type not in EMBEDDING_TYPES:
-        raise ValueError(f"embedding_type must be one of {', '.join(EMBEDDING_TYPES)}, "
-                         f"got {embedding_type!r}")
+        raise ValueError(
+            f"embedding_type must be one of {', '.join(EMBEDDING_TYPES)}, got {embedding_type!r}"
+        )
     cfg = read_config(src)
     ckpt = Checkpoint(src)
     layout = detect_layout(cfg, ckpt, src)
@@ -495,8 +565,13 @@ def convert_checkpoint(
         for t in plan:
             # Types numpy does not describe (quantized, or I2_S which gguf-py does not know) are
             # declared with their logical shape; the data written is raw bytes of t.nbytes.
-            writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes,
-                                   raw_dtype=t.qtype)  # type: ignore[arg-type]
+            writer.add_tensor_info(
+                t.name,
+                t.shape,
+                np.dtype(np.float32),
+                t.nbytes,
+                raw_dtype=cast(gguf.GGMLQuantizationType, t.qtype),
+            )
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -504,7 +579,7 @@ def convert_checkpoint(
             data = np.ascontiguousarray(t.produce())
             writer.write_tensor_data(data.reshape(-1).view(np.uint8))
         writer.close()
-        os.replace(tmp, dst)
+        tmp.replace(dst)
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)

@@ -68,7 +68,9 @@ class TensorRef:
         if self.dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)
         if not self.is_float:
-            raise FormatError(f"{self.path}: tensor '{self.name}' is {self.dtype}, not a float type")
+            raise FormatError(
+                f"{self.path}: tensor '{self.name}' is {self.dtype}, not a float type"
+            )
         return np.asarray(raw, dtype=np.float32)
 
 
@@ -97,8 +99,10 @@ class Checkpoint:
                 raise FormatError(f"{index}: lists shard '{shard}', which does not exist")
             for ref in _read_header(path):
                 if ref.name in self.tensors:
-                    raise FormatError(f"{path}: tensor '{ref.name}' also appears in "
-                                      f"{self.tensors[ref.name].path.name}")
+                    raise FormatError(
+                        f"{path}: tensor '{ref.name}' also appears in "
+                        f"{self.tensors[ref.name].path.name}"
+                    )
                 self.tensors[ref.name] = ref
 
     def __contains__(self, name: object) -> bool:
@@ -145,10 +149,14 @@ def _read_header(path: Path) -> list[TensorRef]:
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         expected = count * _DTYPES[dtype][1]
         if any(d < 0 for d in shape) or end - begin != expected or begin < 0:
-            raise FormatError(f"{path}: tensor '{name}' ({dtype}, shape {list(shape)}) should "
-                              f"take {expected} bytes, header says [{begin}, {end})")
+            raise FormatError(
+                f"{path}: tensor '{name}' ({dtype}, shape {list(shape)}) should "
+                f"take {expected} bytes, header says [{begin}, {end})"
+            )
         if data_start + end > size:
-            raise FormatError(f"{path}: tensor '{name}' ends at byte {data_start + end} but the "
-                              f"file has {size} bytes (truncated?)")
+            raise FormatError(
+                f"{path}: tensor '{name}' ends at byte {data_start + end} but the "
+                f"file has {size} bytes (truncated?)"
+            )
         refs.append(TensorRef(name, path, dtype, shape, data_start + begin, expected))
     return refs

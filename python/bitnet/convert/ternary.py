@@ -61,7 +61,6 @@ def binarize(w: np.ndarray) -> tuple[np.ndarray, float]:
 def hf_unpack(packed: np.ndarray, n_rows: int) -> np.ndarray:
     """Codes (n_rows, in) from transformers' packing: row i*R + r sits in bits 2i of packed row r."""
     p = np.asarray(packed, dtype=np.uint8)
-    r = p.shape[0]
     planes = [((p >> (2 * i)) & 3).astype(np.int8) - 1 for i in range(4)]
     out = np.concatenate(planes, axis=0)
     return out[:n_rows]
@@ -74,7 +73,9 @@ def hf_pack(codes: np.ndarray) -> np.ndarray:
         raise ValueError("hf_pack needs a row count divisible by 4")
     r = c.shape[0] // 4
     u = (c + 1).astype(np.uint8)
-    return (u[:r] | (u[r : 2 * r] << 2) | (u[2 * r : 3 * r] << 4) | (u[3 * r :] << 6)).astype(np.uint8)
+    return (u[:r] | (u[r : 2 * r] << 2) | (u[2 * r : 3 * r] << 4) | (u[3 * r :] << 6)).astype(
+        np.uint8
+    )
 
 
 def permute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -85,7 +86,7 @@ def permute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
     """
     rows = w.shape[0]
     head = rows // n_heads
-    return (
+    return np.asarray(
         w.reshape(n_heads, 2, head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
     )
 
@@ -110,7 +111,9 @@ def pack_tq2_0(codes: np.ndarray, beta: float) -> np.ndarray:
 def unpack_tq2_0(data: np.ndarray, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(codes (rows, K), block scales (rows, K/256) float32) of TQ2_0 bytes."""
     b = np.asarray(data, dtype=np.uint8).reshape(rows * (k // QK_K), 66)
-    qs = b[:, :64].reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    qs = b[:, :64].reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(
+        1, 1, 4, 1
+    )
     codes = (qs & 3).astype(np.int8).reshape(rows, k) - 1
     d = b[:, 64:].copy().view(np.float16).astype(np.float32).reshape(rows, -1)
     return codes, d

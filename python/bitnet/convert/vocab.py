@@ -75,7 +75,9 @@ class TokenizerPayload:
 def _find_tokenizer_dir(src: Path, tokenizer: Path | None) -> Path:
     candidates = [tokenizer] if tokenizer is not None else [src]
     for d in candidates:
-        if d is not None and ((d / "tokenizer.json").is_file() or (d / "tokenizer.model").is_file()):
+        if d is not None and (
+            (d / "tokenizer.json").is_file() or (d / "tokenizer.model").is_file()
+        ):
             return d
     where = tokenizer if tokenizer is not None else src
     raise FormatError(
@@ -103,8 +105,10 @@ def _detect_pre(tokenizer_json: dict[str, object]) -> str:
     decoded = [json.loads(f'"{p}"') for p in patterns]
     if _LLAMA3_PATTERN in decoded:
         return "llama-bpe"
-    log.warning("unrecognised pre-tokenizer; writing tokenizer.ggml.pre = 'default' (llama.cpp "
-                "may split words differently; bitnet itself uses the embedded tokenizer.json)")
+    log.warning(
+        "unrecognised pre-tokenizer; writing tokenizer.ggml.pre = 'default' (llama.cpp "
+        "may split words differently; bitnet itself uses the embedded tokenizer.json)"
+    )
     return "default"
 
 
@@ -180,15 +184,15 @@ def read_tokenizer(src: Path, n_vocab: int, tokenizer: Path | None = None) -> To
     by_text = {t: i for i, t in enumerate(tokens)}
     eos_ids = _generation_eos(src)
     eos = special.special_token_ids.get("eos")
-    for e in eos_ids:
-        if e != eos and 0 <= e < n_vocab:
-            eot_id = e
+    for candidate in eos_ids:
+        if candidate != eos and 0 <= candidate < n_vocab:
+            eot_id = candidate
             break
     if eot_id is None:
-        for text in _EOT_TEXTS:
-            i = by_text.get(text.encode())
-            if i is not None and i != eos:
-                eot_id = i
+        for eot_text in _EOT_TEXTS:
+            found = by_text.get(eot_text.encode())
+            if found is not None and found != eos:
+                eot_id = found
                 break
 
     return TokenizerPayload(
