@@ -296,3 +296,18 @@ def test_convert_refuses_to_overwrite(hf_models, converted, tmp_path):
     with pytest.raises(FileExistsError):
         bitnet.convert(hf_models["2b4t-bf16"].path, dst, progress=False)
     assert dst.read_bytes() == b"keep me"
+
+
+def test_convert_f16_overflow_is_reported(hf_models, tmp_path):
+    from safetensors.numpy import save_file
+
+    from bitnet.convert.safetensors_io import Checkpoint
+
+    src = copy_checkpoint(hf_models, "1bitllm", tmp_path)
+    ck = Checkpoint(src)
+    tensors = {n: np.array(ck[n].raw()) for n in ck.names()}
+    tensors["model.embed_tokens.weight"][3, 5] = 1e6
+    save_file(tensors, str(src / "model.safetensors"))
+    with pytest.raises(UnsupportedError, match="beyond the F16 range"):
+        bitnet.convert(src, tmp_path / "out.gguf", progress=False)
+    bitnet.convert(src, tmp_path / "out.gguf", embedding_type="f32", progress=False)

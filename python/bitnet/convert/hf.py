@@ -352,7 +352,14 @@ def _float_tensor(ref: TensorRef, out_type: str) -> np.ndarray:
         if out_type == "f32":
             parts.append(block.astype(np.float32))
         elif out_type == "f16":
-            parts.append(block.astype(np.float16))
+            half = block.astype(np.float16)
+            if not np.isfinite(half).all():
+                raise UnsupportedError(
+                    f"{ref.path}: tensor '{ref.name}' has values beyond the F16 range "
+                    f"(max |x| = {float(np.abs(block).max()):g}); convert with "
+                    "embedding_type='bf16' or 'f32'"
+                )
+            parts.append(half)
         else:  # bf16, round half to even on the top 16 bits
             bits = block.view(np.uint32).astype(np.uint64)
             rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
