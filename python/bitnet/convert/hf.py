@@ -352,7 +352,8 @@ def _float_tensor(ref: TensorRef, out_type: str) -> np.ndarray:
         if out_type == "f32":
             parts.append(block.astype(np.float32))
         elif out_type == "f16":
-            half = block.astype(np.float16)
+            with np.errstate(over="ignore"):
+                half = block.astype(np.float16)
             if not np.isfinite(half).all():
                 raise UnsupportedError(
                     f"{ref.path}: tensor '{ref.name}' has values beyond the F16 range "
