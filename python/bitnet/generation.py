@@ -142,10 +142,11 @@ class SessionPool:
         model: The shared weights.
         n_ctx: Context length of each session.
         n_batch: Most tokens per forward pass.
-        max_idle: Idle sessions kept for reuse; more are dropped when returned.
+        max_idle: Idle sessions kept for reuse; more are dropped when returned (the KV cache
+            pages a session has touched stay allocated while it is kept).
     """
 
-    def __init__(self, model: _core.Model, n_ctx: int, n_batch: int, max_idle: int = 4) -> None:
+    def __init__(self, model: _core.Model, n_ctx: int, n_batch: int, max_idle: int = 2) -> None:
         self._model = model
         self._n_batch = n_batch
         self._max_idle = max_idle
