@@ -171,8 +171,10 @@ void Sampler::filter(bool sorted) {
     });
     const int64_t n_min_p = kept_end - begin;
 
-    // Step 4, top-p: only the prefix up to the bin where the mass reaches top_p needs sorting;
-    // should rounding leave it short, the sorted prefix grows geometrically.
+    // Step 4, top-p. Let b be the first bin where the cumulative mass reaches top_p. Every token
+    // in an earlier bin has less than top_p above it and is kept; no token after bin b is
+    // reached. Only bin b needs sorting to find the cut. (Should rounding leave the walk short
+    // of the target, it goes on through the rest, sorted a growing prefix at a time.)
     n_kept_ = n_min_p;
     if (top_p) {
         const double target = static_cast<double>(params_.top_p) * total;
@@ -185,15 +187,19 @@ void Sampler::filter(bool sorted) {
                 break;
             }
         }
-        int64_t chunk = std::partition(begin, kept_end, [&](const Candidate& c) {
-                            return bin_of(c.z, z_max) <= last_bin;
-                        }) - begin;
-        chunk = std::max<int64_t>(chunk, std::min<int64_t>(n_min_p, 1));
+        const auto sure_end = std::partition(begin, kept_end, [&](const Candidate& c) {
+            return bin_of(c.z, z_max) < last_bin;
+        });
+        const auto bin_end = std::partition(sure_end, kept_end, [&](const Candidate& c) {
+            return bin_of(c.z, z_max) == last_bin;
+        });
         double above = 0.0;  // mass of the tokens ranked above the current one
-        int64_t done = 0;    // cand_[0 .. done) is sorted and walked
+        for (auto it = begin; it != sure_end; ++it) above += weight(*it);
+        int64_t done = sure_end - begin;  // cand_[0 .. done) is kept; from done on, walked in order
+        int64_t chunk = bin_end - begin;
         bool cut = false;
         while (!cut && done < n_min_p) {
-            if (done > 0 && chunk < n_min_p) {
+            if (chunk > bin_end - begin && chunk < n_min_p) {
                 std::nth_element(begin + done, begin + chunk, kept_end, before);
             }
             std::sort(begin + done, begin + chunk, before);
@@ -208,9 +214,8 @@ void Sampler::filter(bool sorted) {
             done = chunk;
             chunk = std::min(n_min_p, std::max<int64_t>(chunk * 4, 64));
         }
-    } else if (sorted) {
-        std::sort(begin, kept_end, before);
     }
+    if (sorted) std::sort(begin, begin + n_kept_, before);
 
     kept_mass_ = 0.0;
     for (int64_t i = 0; i < n_kept_; ++i) {
