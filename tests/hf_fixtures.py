@@ -127,6 +127,7 @@ def write_spm_tokenizer(out: Path, vocab_size: int = 400) -> int:
         pad_id=-1,
         add_dummy_prefix=True,
         normalization_rule_name="identity",
+        remove_extra_whitespaces=False,  # as LLaMA-2's model (and llama.cpp, which never does)
         minloglevel=2,
         hard_vocab_limit=False,
     )

@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
     bitnet::bindings::init_format(m);
     bitnet::bindings::init_kernels(m);
     bitnet::bindings::init_model(m);
+    bitnet::bindings::init_sampler(m);
 }

@@ -2,26 +2,36 @@
 
 Example:
     >>> import bitnet
-    >>> bitnet.convert("bitnet-b1.58-2B-4T/", "2b4t.gguf")  # doctest: +SKIP
-    >>> model = bitnet.load("2b4t.gguf")  # doctest: +SKIP
+    >>> model = bitnet.load("microsoft/bitnet-b1.58-2B-4T-gguf")  # doctest: +SKIP
     >>> model.generate("The capital of France is", max_tokens=16)  # doctest: +SKIP
+    >>> for piece in model.chat_stream([{"role": "user", "content": "Hi!"}]):  # doctest: +SKIP
+    ...     print(piece, end="", flush=True)
+    >>> bitnet.generate("Once upon a time", model="2b4t.gguf", seed=1)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from .api import generate
+from .chat import TemplateError
 from .convert import convert
 from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
+from .hub import HubError
 from .model import Model, load
+from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BitnetError",
     "FormatError",
+    "HubError",
     "Model",
     "ShapeError",
+    "TemplateError",
+    "Tokenizer",
     "UnsupportedError",
     "__version__",
     "convert",
+    "generate",
     "load",
 ]

@@ -1,12 +1,141 @@
-"""The ``bitnet`` command line: convert, info, generate."""
+"""The ``bitnet`` command line: generate, chat, perplexity, convert, info, models."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import BitnetError
+
+_EPILOG = """\
+examples:
+  bitnet generate -m microsoft/bitnet-b1.58-2B-4T-gguf "The capital of France is"
+  bitnet chat -m bitnet-2b4t-gguf --system "You are a helpful assistant."
+  bitnet convert path/to/checkpoint model.gguf
+  bitnet perplexity -m model.gguf wiki.test.raw --window 512
+  bitnet models
+
+A MODEL is a .gguf file, a Hugging Face repository ("owner/repo": downloaded on first use,
+converted once and cached), or a short name from `bitnet models`. Without -m, the model
+bundled with the package is used (when this build has one).
+"""
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "repeat_last_n": args.repeat_last_n,
+        "seed": args.seed,
+        "stop": tuple(args.stop),
+    }
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from .api import default_model_path
+    from .model import load
+
+    name = args.model if args.model is not None else default_model_path()
+    return load(name, n_ctx=args.ctx, revision=args.revision)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    prompt = args.prompt if args.prompt not in (None, "-") else sys.stdin.read()
+    model = _load(args)
+    out = sys.stdout
+    last = ""
+    for piece in model.stream(prompt, **_sampling_kwargs(args)):
+        out.write(piece)
+        out.flush()
+        last = piece
+    if not last.endswith("\n"):
+        out.write("\n")
+    return 0
+
+
+_CHAT_HELP = """commands:
+  /reset     forget the conversation (keeps the system prompt)
+  /history   show the conversation so far
+  /help      show this help
+  /exit      quit (also /quit or Ctrl-D)
+Ctrl-C while the model writes stops the reply."""
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from .errors import ShapeError
+
+    with contextlib.suppress(ImportError):  # line editing and history for input()
+        import readline  # noqa: F401
+
+    model = _load(args)
+    if model.chat_template is None:
+        raise BitnetError(f"{model.path}: the model has no chat template; use `bitnet generate`")
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict[str, str]] = list(system)
+    err = sys.stderr
+    print(f"bitnet chat: {model.path}. /help for commands, /exit or Ctrl-D to quit.", file=err)
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=err)
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return 0
+        if text == "/help":
+            print(_CHAT_HELP, file=err)
+            continue
+        if text == "/reset":
+            history = list(system)
+            print("(conversation cleared)", file=err)
+            continue
+        if text == "/history":
+            for m in history:
+                print(f"[{m['role']}] {m['content']}")
+            continue
+        if text.startswith("/"):
+            print(f"unknown command {text.split()[0]}; /help lists them", file=err)
+            continue
+        history.append({"role": "user", "content": line})
+        reply: list[str] = []
+        try:
+            for piece in model.chat_stream(history, **_sampling_kwargs(args)):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+                reply.append(piece)
+        except KeyboardInterrupt:
+            print("\n(stopped)", file=err)
+        except ShapeError as e:
+            history.pop()
+            print(f"\nbitnet: {e}; /reset starts a new conversation", file=err)
+            continue
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _cmd_perplexity(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    model = _load(args)
+    n_tokens = len(model.tokenize(text))
+    window = min(args.window or model.n_ctx, model.n_ctx)
+    stride = args.stride or max(1, window // 2)
+    ppl = model.perplexity(text, window=window, stride=stride, progress=not args.quiet)
+    print(f"perplexity {ppl:.4f} over {n_tokens} tokens (window {window}, stride {stride})")
+    return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -48,59 +177,175 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from .model import load
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .hub import registry
 
-    model = load(args.model, n_ctx=args.ctx)
-    print(model.generate(args.prompt, max_tokens=args.max_tokens))
+    print(f"{'name':<30} {'params':>7} {'chat':>4}  repository")
+    for m in registry():
+        print(f"{m.name:<30} {m.params:>7} {'yes' if m.chat else 'no':>4}  {m.repo}")
+        if args.verbose:
+            print(f"{'':<44}{m.description}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bitnet", description="Run ternary and binary BitNet models.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-m", "--model", default=None, help="a .gguf file, 'owner/repo' or a registry name"
+    )
+    p.add_argument("--revision", default=None, help="hub branch, tag or commit")
+    p.add_argument("--ctx", type=int, default=0, help="context length (default: the model's)")
 
-    c = sub.add_parser("convert", help="convert a Hugging Face checkpoint into a GGUF file")
-    c.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer)")
-    c.add_argument("dst", help="output .gguf file")
-    c.add_argument(
+
+def _add_sampling_options(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument(
+        "-n",
+        "--max-tokens",
+        type=int,
+        default=max_tokens,
+        help=f"most tokens to generate (default {max_tokens})",
+    )
+    g.add_argument(
+        "-t",
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="randomness; 0 = always the likeliest token (default 0.8)",
+    )
+    g.add_argument(
+        "--top-k",
+        type=int,
+        default=40,
+        help="sample among the k likeliest tokens, 0 = all (default 40)",
+    )
+    g.add_argument(
+        "--top-p",
+        type=float,
+        default=0.95,
+        help="sample among tokens covering this probability (default 0.95)",
+    )
+    g.add_argument(
+        "--min-p",
+        type=float,
+        default=0.05,
+        help="drop tokens below min-p x the likeliest (default 0.05)",
+    )
+    g.add_argument(
+        "--repeat-penalty",
+        type=float,
+        default=1.0,
+        help="penalize recently seen tokens, 1 = off (default 1.0)",
+    )
+    g.add_argument(
+        "--repeat-last-n",
+        type=int,
+        default=64,
+        help="tokens the repeat penalty looks back on (default 64)",
+    )
+    g.add_argument(
+        "-s",
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed, for repeatable output (default: random)",
+    )
+    g.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop when TEXT appears (repeatable; not printed)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bitnet`` command."""
+    p = argparse.ArgumentParser(
+        prog="bitnet",
+        description="Run ternary (1.58-bit) and binary BitNet language models on the CPU.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser(
+        "generate",
+        help="continue a prompt, streaming the text",
+        description="Continue a prompt, printing the text as it is generated.",
+    )
+    _add_model_options(g)
+    g.add_argument("prompt", nargs="?", default=None, help="the prompt (default or '-': stdin)")
+    _add_sampling_options(g, 256)
+    g.set_defaults(func=_cmd_generate)
+
+    c = sub.add_parser(
+        "chat",
+        help="talk to a chat model in the terminal",
+        description="Interactive chat with the model's chat template. "
+        "Type /help inside for commands.",
+    )
+    _add_model_options(c)
+    c.add_argument("--system", default=None, help="a system prompt")
+    _add_sampling_options(c, 512)
+    c.set_defaults(func=_cmd_chat)
+
+    q = sub.add_parser(
+        "perplexity",
+        help="measure perplexity on a text file",
+        description="Perplexity of the model on a text, with a sliding window.",
+    )
+    _add_model_options(q)
+    q.add_argument("file", help="a UTF-8 text file ('-': stdin)")
+    q.add_argument("--window", type=int, default=0, help="tokens per window (default: context)")
+    q.add_argument("--stride", type=int, default=0, help="tokens between windows (default: half)")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_perplexity)
+
+    v = sub.add_parser(
+        "convert",
+        help="convert a Hugging Face checkpoint into a GGUF file",
+        description="Convert a Hugging Face BitNet checkpoint directory into one GGUF file.",
+    )
+    v.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer)")
+    v.add_argument("dst", help="output .gguf file")
+    v.add_argument(
         "--weight-type",
         default="tq2_0",
         choices=["tq2_0", "tq1_0", "i2_s", "f16", "f32"],
         help="storage of ternary weights (default tq2_0)",
     )
-    c.add_argument(
+    v.add_argument(
         "--embedding-type",
         default="f16",
         choices=["f16", "f32", "bf16"],
         help="storage of embeddings and output layer (default f16)",
     )
-    c.add_argument("--tokenizer", default=None, help="directory with the tokenizer, if not in src")
-    c.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    c.set_defaults(func=_cmd_convert)
+    v.add_argument("--tokenizer", default=None, help="directory with the tokenizer, if not in src")
+    v.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(func=_cmd_convert)
 
     i = sub.add_parser("info", help="print a GGUF file's metadata and tensor table")
     i.add_argument("file")
     i.set_defaults(func=_cmd_info)
 
-    g = sub.add_parser("generate", help="continue a prompt (greedy)")
-    g.add_argument("-m", "--model", required=True, help="a .gguf model file")
-    g.add_argument("prompt")
-    g.add_argument("-n", "--max-tokens", type=int, default=128)
-    g.add_argument("--ctx", type=int, default=0, help="context length (default: the model's)")
-    g.set_defaults(func=_cmd_generate)
+    ms = sub.add_parser("models", help="list the known checkpoints on the Hugging Face hub")
+    ms.add_argument("-v", "--verbose", action="store_true", help="with descriptions")
+    ms.set_defaults(func=_cmd_models)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (errors: one line on stderr, status 1)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (BitnetError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"bitnet: error: {e}", file=sys.stderr)
+    except (BitnetError, OSError, ValueError, TypeError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"bitnet: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(file=sys.stderr)
         return 130
 
 

@@ -1,84 +1,330 @@
-"""Tokenizers rebuilt from what a GGUF file holds, using the reference libraries.
+"""Tokenizers rebuilt from what a GGUF file holds, run by the reference libraries.
 
-Our files embed the original tokenizer (``tokenizer.huggingface.json`` for byte-level BPE models
-such as LLaMA-3 / BitNet 2B4T, ``tokenizer.sentencepiece.model`` for SentencePiece models such as
-1bitLLM), so tokenization is done by ``tokenizers`` / ``sentencepiece`` themselves and is exact.
+Three sources, tried in this order:
+
+1. ``tokenizer.huggingface.json``: the original tokenizer.json, embedded by ``bitnet convert``
+   for byte-level BPE models (LLaMA-3 / BitNet 2B4T, Falcon3); run by ``tokenizers``.
+2. ``tokenizer.sentencepiece.model``: the original SentencePiece model bytes, embedded by
+   ``bitnet convert`` for LLaMA-2-style models (1bitLLM); run by ``sentencepiece``.
+3. llama.cpp's ``tokenizer.ggml.*`` arrays alone (files written by llama.cpp or bitnet.cpp):
+   rebuilt into the same two libraries' models by :mod:`bitnet.tokenizer_ggml`.
+
+Special tokens (BOS, EOS, end-of-turn) come from the file's metadata. Special-token text in a
+prompt such as ``"<|eot_id|>"`` is read as that one token (llama.cpp's ``parse_special``), which
+chat templates rely on; pass ``special=False`` to :meth:`Tokenizer.encode` to read it as text.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from .errors import UnsupportedError
+from .errors import FormatError, UnsupportedError
+from .tokenizer_ggml import (
+    BYTE,
+    CONTROL,
+    LLAMA3_PRE,
+    UNKNOWN,
+    UNUSED,
+    USER_DEFINED,
+    bpe_from_arrays,
+    byte_decoder,
+    sentencepiece_from_arrays,
+)
 
 __all__ = ["Tokenizer", "tokenizer_from_gguf"]
 
 KEY_HF_JSON = "tokenizer.huggingface.json"
 KEY_SP_MODEL = "tokenizer.sentencepiece.model"
 
+# Texts of end-of-turn tokens, used when the file names no tokenizer.ggml.eot_token_id (the
+# official 2B4T GGUF ends turns with <|eot_id|> but declares only <|end_of_text|>).
+_EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>")
 
-class Tokenizer(Protocol):
-    """Text <-> token ids. Implementations are immutable and thread-safe."""
 
+@dataclass(frozen=True)
+class _Meta:
+    """What the GGUF metadata says about special tokens."""
+
+    where: str
+    tokens: list[str]  # tokenizer.ggml.tokens ([] when absent)
+    types: list[int] | None  # tokenizer.ggml.token_type
     bos_id: int | None
     eos_ids: tuple[int, ...]
     add_bos: bool
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of text, without BOS."""
-        ...
 
+class Tokenizer(ABC):
+    """Text <-> token ids of one model. Immutable and safe to share between threads.
+
+    Attributes:
+        bos_id: The beginning-of-sequence token, or None.
+        eos_ids: Tokens that end generation (end of sequence, end of turn, end of message).
+        add_bos: Whether prompts start with ``bos_id`` by default.
+        strip_leading_space: Whether decoding a sequence from its start drops one leading
+            space (SentencePiece's dummy prefix).
+
+    Example:
+        >>> tok = bitnet.load("model.gguf").tokenizer  # doctest: +SKIP
+        >>> ids = tok.encode("Hello world")  # doctest: +SKIP
+        >>> tok.decode(ids)  # doctest: +SKIP
+        'Hello world'
+    """
+
+    kind: str  # "bpe" or "sentencepiece"
+    strip_leading_space: bool = False
+
+    def __init__(self, meta: _Meta) -> None:
+        self.bos_id = meta.bos_id
+        self.eos_ids = meta.eos_ids
+        self.add_bos = meta.add_bos
+        self._meta = meta
+        self._pieces: list[bytes] | None = None
+        self._pieces_lock = threading.Lock()
+
+    @abstractmethod
+    def encode(self, text: str, *, special: bool = True) -> list[int]:
+        """Token ids of text, without BOS.
+
+        Args:
+            text: Any string.
+            special: Read special-token text (``"<|eot_id|>"``, ``"<s>"``) as the token itself;
+                False reads it as ordinary text.
+        """
+
+    @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of token ids (special tokens included as text)."""
-        ...
+        """Text of token ids, as the reference library decodes them."""
+
+    @abstractmethod
+    def _build_pieces(self) -> list[bytes]:
+        """The bytes each token id adds to generated text."""
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of token ids the tokenizer knows (the table :meth:`token_bytes` covers)."""
+        return len(self._piece_table())
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes token_id adds to generated text.
+
+        Control tokens (BOS, EOS, chat markers) add nothing; a token may hold part of a UTF-8
+        character, which is why streaming works on bytes rather than decoding token by token.
+        """
+        table = self._piece_table()
+        return table[token_id] if 0 <= token_id < len(table) else b""
+
+    def token_text(self, token_id: int) -> str:
+        """The token's string as the file stores it (e.g. ``"<|begin_of_text|>"``)."""
+        tokens = self._meta.tokens
+        return tokens[token_id] if 0 <= token_id < len(tokens) else ""
+
+    def _piece_table(self) -> list[bytes]:
+        if self._pieces is None:
+            with self._pieces_lock:
+                if self._pieces is None:
+                    self._pieces = self._build_pieces()
+        return self._pieces
+
+    def _type_of(self, token_id: int) -> int | None:
+        types = self._meta.types
+        return types[token_id] if types is not None and token_id < len(types) else None
 
 
-class _SentencePiece:
-    def __init__(self, model: bytes, meta: dict[str, Any]) -> None:
-        import sentencepiece as spm
+class _HuggingFace(Tokenizer):
+    """A ``tokenizers`` tokenizer: an embedded tokenizer.json or rebuilt byte-level BPE."""
 
-        self._sp = spm.SentencePieceProcessor()
-        self._sp.LoadFromSerializedProto(model)
-        self.bos_id = meta["bos_id"]
-        self.eos_ids = meta["eos_ids"]
-        self.add_bos = meta["add_bos"]
-        self._n = self._sp.get_piece_size()
+    kind = "bpe"
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._sp.encode(text))
+    def __init__(self, tok: Any, meta: _Meta, decoder: Any) -> None:
+        super().__init__(meta)
+        self._tok = tok
+        self._decoder = json.dumps(decoder, ensure_ascii=False)
+        self._literal: Any = None  # a copy that reads special-token text as text
+        self._literal_lock = threading.Lock()
+        self.strip_leading_space = '"Strip"' in self._decoder
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self._sp.decode([int(i) for i in ids if 0 <= i < self._n]))
-
-
-class _HuggingFace:
-    def __init__(self, tokenizer_json: str, meta: dict[str, Any]) -> None:
-        from tokenizers import Tokenizer as HfTokenizer
-
-        self._tok = HfTokenizer.from_str(tokenizer_json)
-        self.bos_id = meta["bos_id"]
-        self.eos_ids = meta["eos_ids"]
-        self.add_bos = meta["add_bos"]
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
+    def encode(self, text: str, *, special: bool = True) -> list[int]:
+        tok = self._tok if special else self._literal_tokenizer()
+        return list(tok.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode([int(i) for i in ids], skip_special_tokens=False))
 
+    def _literal_tokenizer(self) -> Any:
+        if self._literal is None:
+            from tokenizers import Tokenizer as HfTokenizer
 
-def _special_meta(get: Any) -> dict[str, Any]:
-    bos = get("tokenizer.ggml.bos_token_id")
-    eos = get("tokenizer.ggml.eos_token_id")
-    eot = get("tokenizer.ggml.eot_token_id")
-    eos_ids = tuple(int(i) for i in (eos, eot) if i is not None)
-    add_bos = get("tokenizer.ggml.add_bos_token")
-    return {
-        "bos_id": int(bos) if bos is not None else None,
-        "eos_ids": eos_ids,
-        "add_bos": bool(add_bos) if add_bos is not None else bos is not None,
-    }
+            with self._literal_lock:
+                if self._literal is None:
+                    copy = HfTokenizer.from_str(self._tok.to_str())
+                    copy.encode_special_tokens = True
+                    self._literal = copy
+        return self._literal
+
+    def _build_pieces(self) -> list[bytes]:
+        tok = self._tok
+        n = max(tok.get_vocab_size(with_added_tokens=True), len(self._meta.tokens))
+        added = tok.get_added_tokens_decoder()
+        byte_level = '"ByteLevel"' in self._decoder
+        metaspace = '"ByteFallback"' in self._decoder or "\u2581" in self._decoder
+        to_byte = byte_decoder()
+        out: list[bytes] = []
+        for i in range(n):
+            kind = self._type_of(i)
+            if kind in (CONTROL, UNUSED) or (i in added and added[i].special):
+                out.append(b"")
+                continue
+            if i in added:
+                out.append(added[i].content.encode())
+                continue
+            piece = tok.id_to_token(i)
+            if piece is None:
+                out.append(b"")
+            elif byte_level and all(c in to_byte for c in piece):
+                out.append(bytes(to_byte[c] for c in piece))
+            elif metaspace and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+                out.append(bytes([int(piece[3:5], 16)]))
+            elif metaspace:
+                out.append(piece.replace("\u2581", " ").encode())
+            else:
+                out.append(str(tok.decode([i], skip_special_tokens=False)).encode())
+        return out
+
+
+class _SentencePiece(Tokenizer):
+    """A SentencePiece model: embedded, or rebuilt from llama.cpp's arrays.
+
+    SentencePiece itself never reads control pieces (``<s>``) from text, so special-token text
+    is split off first and each stretch of ordinary text is encoded on its own, with the dummy
+    prefix, as llama.cpp does.
+    """
+
+    kind = "sentencepiece"
+
+    def __init__(self, model: bytes, meta: _Meta) -> None:
+        super().__init__(meta)
+        import sentencepiece as spm
+
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.LoadFromSerializedProto(model)
+        except RuntimeError as e:
+            raise FormatError(f"{meta.where}: the SentencePiece model does not load ({e})") from e
+        self._n = int(self._sp.get_piece_size())
+        first = self._sp.encode("a", out_type=str)
+        self.strip_leading_space = bool(first) and first[0].startswith("\u2581")
+        special: dict[str, int] = {}
+        literal: dict[str, int] = {}
+        for i in range(max(self._n, len(meta.tokens))):
+            kind = self._type_of(i)
+            if i < self._n:
+                text = str(self._sp.id_to_piece(i))
+                if kind is None:
+                    kind = CONTROL if self._sp.is_control(i) else None
+            else:
+                text = meta.tokens[i]
+            if not text:
+                continue
+            if kind in (CONTROL, UNKNOWN):
+                special.setdefault(text, i)
+            elif kind == USER_DEFINED and i >= self._n:  # pieces the model itself does not know
+                special.setdefault(text, i)
+                literal.setdefault(text, i)
+        self._special = special
+        self._literal = literal
+        self._special_re = _alternation(special)
+        self._literal_re = _alternation(literal)
+
+    def encode(self, text: str, *, special: bool = True) -> list[int]:
+        pattern, table = (
+            (self._special_re, self._special) if special else (self._literal_re, self._literal)
+        )
+        if pattern is None:
+            return list(self._sp.encode(text))
+        out: list[int] = []
+        pos = 0
+        for m in pattern.finditer(text):
+            if m.start() > pos:
+                out.extend(self._sp.encode(text[pos : m.start()]))
+            out.append(table[m.group()])
+            pos = m.end()
+        if pos < len(text):
+            out.extend(self._sp.encode(text[pos:]))
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._sp.decode([int(i) for i in ids if 0 <= i < self._n]))
+
+    def _build_pieces(self) -> list[bytes]:
+        sp = self._sp
+        out: list[bytes] = []
+        for i in range(max(self._n, len(self._meta.tokens))):
+            if i >= self._n:
+                keep = self._type_of(i) == USER_DEFINED
+                out.append(self._meta.tokens[i].encode() if keep else b"")
+                continue
+            piece = str(sp.id_to_piece(i))
+            if sp.is_byte(i) or self._type_of(i) == BYTE:
+                out.append(bytes([int(piece[3:5], 16)]))
+            elif sp.is_control(i) or sp.is_unused(i):
+                out.append(b"")
+            elif sp.is_unknown(i):
+                out.append(" \u2047 ".encode())  # what SentencePiece decodes <unk> to
+            else:
+                out.append(piece.replace("\u2581", " ").encode())
+        return out
+
+
+def _alternation(table: dict[str, int]) -> re.Pattern[str] | None:
+    if not table:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(table, key=len, reverse=True)))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value is not None and int(value) >= 0 else None
+
+
+def _read_meta(file: Any) -> _Meta:
+    get = file.get
+    tokens = get("tokenizer.ggml.tokens")
+    tokens = [str(t) for t in tokens] if tokens is not None else []
+    types = get("tokenizer.ggml.token_type")
+    types_list = [int(t) for t in types] if types is not None else None
+    bos = _int_or_none(get("tokenizer.ggml.bos_token_id"))
+    eos_ids: list[int] = []
+    for key in ("eos", "eot", "eom"):
+        value = _int_or_none(get(f"tokenizer.ggml.{key}_token_id"))
+        if value is not None and value not in eos_ids:
+            eos_ids.append(value)
+    if get("tokenizer.ggml.eot_token_id") is None and tokens:
+        wanted = set(_EOT_TEXTS)
+        for i, t in enumerate(tokens):
+            special = types_list is None or types_list[i] in (CONTROL, USER_DEFINED)
+            if t in wanted and i not in eos_ids and special:
+                eos_ids.append(i)
+    add_bos_value = get("tokenizer.ggml.add_bos_token")
+    model = get("tokenizer.ggml.model")
+    if add_bos_value is not None:
+        add_bos = bool(add_bos_value)
+    elif model == "llama" or get("tokenizer.ggml.pre") in LLAMA3_PRE:
+        add_bos = bos is not None  # llama.cpp's default for these vocabularies
+    else:
+        add_bos = bos is not None and model != "gpt2"
+    return _Meta(
+        where=str(file.path),
+        tokens=tokens,
+        types=types_list,
+        bos_id=bos,
+        eos_ids=tuple(eos_ids),
+        add_bos=add_bos,
+    )
 
 
 def tokenizer_from_gguf(file: Any) -> Tokenizer:
@@ -86,17 +332,49 @@ def tokenizer_from_gguf(file: Any) -> Tokenizer:
 
     Raises:
         UnsupportedError: The file carries no tokenizer bitnet can rebuild.
+        FormatError: The tokenizer data is inconsistent.
     """
-    meta = _special_meta(file.get)
+    meta = _read_meta(file)
     hf_json = file.get(KEY_HF_JSON)
     if isinstance(hf_json, str):
-        return _HuggingFace(hf_json, meta)
+        from tokenizers import Tokenizer as HfTokenizer
+
+        try:
+            decoder = json.loads(hf_json).get("decoder")
+            tok = HfTokenizer.from_str(hf_json)
+        except Exception as e:  # tokenizers raises plain Exception
+            raise FormatError(f"{meta.where}: {KEY_HF_JSON} does not load ({e})") from e
+        return _HuggingFace(tok, meta, decoder)
     sp_model = file.get(KEY_SP_MODEL)
     if sp_model is not None:
         return _SentencePiece(bytes(sp_model), meta)
     model = file.get("tokenizer.ggml.model")
+    if model is not None and not meta.tokens:
+        raise FormatError(f"{meta.where}: tokenizer.ggml.model is set but tokens are missing")
+    if model == "gpt2":
+        merges = file.get("tokenizer.ggml.merges")
+        if merges is None:
+            raise FormatError(f"{meta.where}: a BPE vocabulary needs tokenizer.ggml.merges")
+        tok = bpe_from_arrays(
+            meta.tokens, meta.types, merges, file.get("tokenizer.ggml.pre"), meta.where
+        )
+        return _HuggingFace(tok, meta, {"type": "ByteLevel"})
+    if model == "llama":
+        space = file.get("tokenizer.ggml.add_space_prefix")
+        proto = sentencepiece_from_arrays(
+            meta.tokens,
+            file.get("tokenizer.ggml.scores"),
+            meta.types,
+            unk_id=_int_or_none(file.get("tokenizer.ggml.unknown_token_id")),
+            bos_id=meta.bos_id,
+            eos_id=_int_or_none(file.get("tokenizer.ggml.eos_token_id")),
+            pad_id=_int_or_none(file.get("tokenizer.ggml.padding_token_id")),
+            add_space_prefix=True if space is None else bool(space),
+            where=meta.where,
+        )
+        return _SentencePiece(proto, meta)
+    if model is None:
+        raise UnsupportedError(f"{meta.where}: the file carries no tokenizer")
     raise UnsupportedError(
-        f"{file.path}: no embedded tokenizer.json or SentencePiece model "
-        f"(tokenizer.ggml.model = {model!r}); rebuilding tokenizers from llama.cpp's arrays "
-        "alone is not supported yet"
+        f"{meta.where}: tokenizer.ggml.model '{model}' is not supported (gpt2, llama)"
     )
