@@ -3,19 +3,36 @@
 //
 // Only declarations and plain structs live here: this header is included by baseline code, so it
 // must never define an inline function that could be compiled with ISA flags (an AVX2 copy of an
-// inline helper, picked by the linker, is how a wheel crashes on an older CPU).
+// inline helper, picked by the linker, is how a wheel crashes on an older CPU). The constexpr
+// helpers below are evaluated at compile time or are trivially the same on every ISA.
 //
 // Layouts (docs/kernels.md has byte diagrams):
-//   T2 (ternary, canonical): each row of K weights is padded to K_pad = ceil(K/128)*128 and
-//     stored as K_pad/128 blocks of 32 bytes. Weight j of a block (0 <= j < 128) is the 2-bit
-//     code (w + 1) in {0, 1, 2} at bits 2*(j/32) .. 2*(j/32)+1 of byte (j % 32). This is the byte
-//     layout of each half of a GGUF TQ2_0 block, so TQ2_0 rows copy in without bit shuffling.
-//     Codes in the padding are any valid code: padded activations are 0, so they add nothing.
+//   T2 (ternary, canonical; the MAD kernels): each row of K weights is padded to
+//     K_pad = ceil(K/128)*128 and stored as K_pad/128 blocks of 32 bytes. Weight j of a block
+//     (0 <= j < 128) is the 2-bit code (w + 1) in {0, 1, 2} at bits 2*(j/32) .. 2*(j/32)+1 of
+//     byte (j % 32). This is the byte layout of each half of a GGUF TQ2_0 block, so TQ2_0 rows
+//     copy in without bit shuffling. Codes in the padding are any valid code: padded activations
+//     are 0, so they add nothing.
+//   L2 (ternary, the LUT kernels): rows are grouped in tiles of 32 (the last tile is padded with
+//     zero weights). A tile is K_pad/4 chunks of 32 bytes; chunk c covers columns 4c .. 4c+3 and
+//     byte r of it belongs to row 32*tile + r:
+//         byte = idx(row, pair 2c) | idx(row, pair 2c+1) << 4,
+//         idx(row, pair p) = 3 * (w[row][2p] + 1) + (w[row][2p+1] + 1)   in 0 .. 8.
+//     The kernels look each 4-bit index up in the table of its column pair (below). 2 bits per
+//     weight, like T2.
+//   LUT tables (one per token, built from its int8 activations): for each column pair p,
+//     32 bytes: the low bytes (0..15) then the high bytes (16..31) of the 16 int16 entries
+//         T[i] = (i / 3 - 1) * x[2p] + (i % 3 - 1) * x[2p+1]   for i < 9,   T[i] = 0 for i >= 9.
+//     |T[i]| <= 2 * 128, so an entry is exact in int16. A token's tables take 16 * K_pad bytes.
 //   B1 (binary): each row padded to K_pad = ceil(K/128)*128, K_pad/8 bytes; weight j is bit (j % 8)
 //     of byte (j / 8), 1 meaning +1 and 0 meaning -1 (ggml Q1_0's bit order). Padding bits are
 //     any value: padded activations are 0.
-//   Activations: per token, K_pad int8 values (zero beyond K), the float scale s with q = round(x*s)
-//     (absmax: s = 127 / max|x|) and the int32 sum of the K int8 values.
+//   Q8 (the int8 output layer, Q8_0-style): rows of n_cols (a multiple of 32) as int8 values in
+//     [-127, 127] with one float scale per block of 32: w[r][j] = d[r * n_cols/32 + j/32] * q[r][j].
+//   Activations (BitLinear): per token, K_pad int8 values (zero beyond K), the float scale s with
+//     q = round(x*s) (absmax: s = 127 / max|x|) and the int32 sum of the K int8 values.
+//   Activations (Q8 output layer): per token, n_cols int8 values in [-127, 127] and one float
+//     scale per block of 32 (x ~= d * q), like ggml's Q8_0.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +42,15 @@ namespace bitnet::kernels {
 constexpr int64_t kT2Block = 128;       // weights per T2 block
 constexpr int64_t kT2BlockBytes = 32;   // bytes per T2 block
 constexpr int64_t kB1Block = 128;       // padding granule of B1 rows
+constexpr int64_t kL2TileRows = 32;     // rows per L2 tile
+constexpr int64_t kL2ChunkBytes = 32;   // bytes per L2 chunk (4 columns of 32 rows)
+constexpr int64_t kLutPairBytes = 32;   // bytes of LUT table per column pair
+constexpr int64_t kQ8Block = 32;        // values per Q8 block
 
-// Rounds K up to the padded row length used by the T2 and B1 layouts.
+// Rounds K up to the padded row length used by the T2, L2 and B1 layouts.
 constexpr int64_t padded_k(int64_t k) { return (k + kT2Block - 1) / kT2Block * kT2Block; }
+// Bytes of LUT tables for one token of K_pad activations.
+constexpr int64_t lut_bytes(int64_t k_pad) { return k_pad / 2 * kLutPairBytes; }
 
 // A ternary matrix in the canonical T2 layout: n_rows rows of k_pad/4 bytes each.
 struct T2Matrix {
@@ -35,6 +58,14 @@ struct T2Matrix {
     int64_t n_rows = 0;
     int64_t k = 0;                   // logical row length
     int64_t k_pad = 0;               // padded_k(k)
+};
+
+// A ternary matrix in the L2 layout: ceil(n_rows/32) tiles of 8 * k_pad bytes each.
+struct L2Matrix {
+    const uint8_t* data = nullptr;   // (n_tiles, k_pad / 4, 32)
+    int64_t n_rows = 0;
+    int64_t k = 0;
+    int64_t k_pad = 0;
 };
 
 // A binary matrix in the B1 layout: n_rows rows of k_pad/8 bytes each.
@@ -45,7 +76,15 @@ struct B1Matrix {
     int64_t k_pad = 0;
 };
 
-// Quantized activations of n_tokens tokens.
+// An int8 matrix in the Q8 layout (the output layer).
+struct Q8Matrix {
+    const int8_t* q = nullptr;  // (n_rows, n_cols)
+    const float* d = nullptr;   // (n_rows, n_cols / 32)
+    int64_t n_rows = 0;
+    int64_t n_cols = 0;         // a multiple of 32
+};
+
+// Quantized BitLinear activations of n_tokens tokens.
 struct ActsI8 {
     const int8_t* q = nullptr;      // (n_tokens, stride), zero beyond k
     const float* scale = nullptr;   // (n_tokens): q = round(x * scale)
@@ -54,18 +93,71 @@ struct ActsI8 {
     int64_t stride = 0;             // >= k_pad of the matrices it multiplies
 };
 
+// LUT tables of n_tokens tokens, built by build_lut from ActsI8.
+struct LutTables {
+    const uint8_t* data = nullptr;  // (n_tokens, stride)
+    int64_t n_tokens = 0;
+    int64_t stride = 0;             // bytes per token, >= lut_bytes(k_pad)
+};
+
+// Q8 activations of n_tokens tokens (output layer).
+struct ActsQ8 {
+    const int8_t* q = nullptr;  // (n_tokens, n_cols)
+    const float* d = nullptr;   // (n_tokens, n_cols / 32)
+    int64_t n_tokens = 0;
+    int64_t n_cols = 0;
+};
+
+// ---- integer kernels --------------------------------------------------------------------------
+
 // Quantizes one row of n floats to int8 with the absmax rule of BitNet b1.58:
 //   s = 127 / max(max|x|, 1e-5);  q[i] = clamp(round_half_even(x[i] * s), -128, 127)
-// Writes q[0 .. n_pad) (zeros beyond n), *scale = s and *sum = sum of q. n_pad >= n.
+// NaN inputs quantize to 0 (max|x| skips them). Writes q[0 .. n_pad) (zeros beyond n),
+// *scale = s and *sum = sum of q. n_pad >= n. Results are bit-identical on every ISA.
 using QuantizeI8Fn = void (*)(const float* x, int64_t n, int64_t n_pad, int8_t* q, float* scale,
                               int32_t* sum);
 
-// out[t * out_stride + (r - row_begin)] = sum_j w[r][j] * x.q[t][j] for rows [row_begin, row_end)
-// and all tokens t. Exact int32: |sum| <= 127 * K, far below 2^31 for any real K.
+// MAD: out[t * out_stride + (r - row_begin)] = sum_j w[r][j] * x.q[t][j] for rows
+// [row_begin, row_end) and all tokens t. Exact int32: |sum| <= 128 * K, far below 2^31.
 using GemmT2Fn = void (*)(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,
                           int32_t* out, int64_t out_stride);
 using GemmB1Fn = void (*)(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,
                           int32_t* out, int64_t out_stride);
+
+// Builds the LUT tables (layout above) of all x.n_tokens tokens for matrices of row length k_pad
+// (k_pad <= x.stride) into tables (x.n_tokens, lut_bytes(k_pad)).
+using BuildLutFn = void (*)(const ActsI8& x, int64_t k_pad, uint8_t* tables);
+
+// LUT: the same sums as GemmT2Fn from an L2 matrix and the tables of the same activations.
+// row_begin is a multiple of 32; row_end is a multiple of 32 or w.n_rows. Exact int32.
+using GemmL2Fn = void (*)(const L2Matrix& w, const LutTables& x, int64_t row_begin,
+                          int64_t row_end, int32_t* out, int64_t out_stride);
+
+// Quantizes n floats (n a multiple of 32) to Q8 blocks: d = max|x| / 127 over each block of 32,
+// q = round_half_even(x / d) (0 when d is 0; NaN quantizes to 0). Writes q[0..n), d[0..n/32).
+using QuantizeQ8Fn = void (*)(const float* x, int64_t n, int8_t* q, float* d);
+
+// out[t * out_stride + (r - row_begin)] = sum over blocks b of (w.d[r,b] * x.d[t,b]) * idot(b),
+// idot(b) the exact int32 dot product of block b; blocks summed in order in float32
+// (SIMD twins may reassociate the float sum: the bound is float rounding, not exactness).
+using GemmQ8Fn = void (*)(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,
+                          float* out, int64_t out_stride);
+
+// ---- float kernels (attention, norms) ---------------------------------------------------------
+
+// Sum of a[i] * b[i] for n floats; b given as fp16 bits for the *_f16 variant.
+using DotF32Fn = float (*)(const float* a, const float* b, int64_t n);
+using DotF16Fn = float (*)(const float* a, const uint16_t* b, int64_t n);
+// y[i] += a * x[i] for n values; x as fp16 bits for the *_f16 variant.
+using AxpyF32Fn = void (*)(float a, const float* x, float* y, int64_t n);
+using AxpyF16Fn = void (*)(float a, const uint16_t* x, float* y, int64_t n);
+// out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, n values. out may alias x.
+using RmsNormFn = void (*)(const float* x, const float* weight, int64_t n, float eps, float* out);
+// In place: x[i] = exp(x[i] - max(x)) / sum; returns nothing. n >= 1.
+using SoftmaxFn = void (*)(float* x, int64_t n);
+// Converts n floats to fp16 bits (round half to even) and back.
+using ToF16Fn = void (*)(const float* x, uint16_t* out, int64_t n);
+using FromF16Fn = void (*)(const uint16_t* x, float* out, int64_t n);
 
 // The implementations chosen for this CPU (or forced by BITNET_ISA).
 struct KernelTable {
@@ -73,21 +165,74 @@ struct KernelTable {
     QuantizeI8Fn quantize_i8 = nullptr;
     GemmT2Fn gemm_t2 = nullptr;
     GemmB1Fn gemm_b1 = nullptr;
+    BuildLutFn build_lut = nullptr;
+    GemmL2Fn gemm_l2 = nullptr;
+    QuantizeQ8Fn quantize_q8 = nullptr;
+    GemmQ8Fn gemm_q8 = nullptr;
+    DotF32Fn dot_f32 = nullptr;
+    DotF16Fn dot_f16 = nullptr;
+    AxpyF32Fn axpy_f32 = nullptr;
+    AxpyF16Fn axpy_f16 = nullptr;
+    RmsNormFn rms_norm = nullptr;
+    SoftmaxFn softmax = nullptr;
+    ToF16Fn to_f16 = nullptr;
+    FromF16Fn from_f16 = nullptr;
 };
+
+// Declares every kernel of one ISA namespace (ref, avx2, neon, dotprod) with the signatures
+// above. Each ISA's source defines the ones it implements; kernels_for() fills the others of its
+// table from the next lower level.
+#define BITNET_DECLARE_KERNELS()                                                                  \
+    void quantize_i8(const float* x, int64_t n, int64_t n_pad, int8_t* q, float* scale,           \
+                     int32_t* sum);                                                               \
+    void gemm_t2(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,          \
+                 int32_t* out, int64_t out_stride);                                               \
+    void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,          \
+                 int32_t* out, int64_t out_stride);                                               \
+    void build_lut(const ActsI8& x, int64_t k_pad, uint8_t* tables);                              \
+    void gemm_l2(const L2Matrix& w, const LutTables& x, int64_t row_begin, int64_t row_end,       \
+                 int32_t* out, int64_t out_stride);                                               \
+    void quantize_q8(const float* x, int64_t n, int8_t* q, float* d);                             \
+    void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,          \
+                 float* out, int64_t out_stride);                                                 \
+    float dot_f32(const float* a, const float* b, int64_t n);                                     \
+    float dot_f16(const float* a, const uint16_t* b, int64_t n);                                  \
+    void axpy_f32(float a, const float* x, float* y, int64_t n);                                  \
+    void axpy_f16(float a, const uint16_t* x, float* y, int64_t n);                               \
+    void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* out);         \
+    void softmax(float* x, int64_t n);                                                            \
+    void to_f16(const float* x, uint16_t* out, int64_t n);                                        \
+    void from_f16(const uint16_t* x, float* out, int64_t n)
 
 namespace ref {
 // Scalar reference kernels: the executable specification and the test oracle.
-void quantize_i8(const float* x, int64_t n, int64_t n_pad, int8_t* q, float* scale, int32_t* sum);
-void gemm_t2(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end, int32_t* out,
-             int64_t out_stride);
-void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end, int32_t* out,
-             int64_t out_stride);
+BITNET_DECLARE_KERNELS();
 }  // namespace ref
 
-// The kernel table for this process: detected once, on first use, thread-safe.
+// ---- dispatch (dispatch.cpp) ------------------------------------------------------------------
+
+// The kernel table for this process: the best ISA this CPU and OS support, lowered by the
+// environment variable BITNET_ISA=ref|avx2|neon|dotprod. Detected once, thread-safe.
 const KernelTable& active_kernels();
 
 // The reference table (always available; tests compare every other table against it).
 const KernelTable& reference_kernels();
+
+// The table of a named ISA, or nullptr when this build or CPU lacks it.
+const KernelTable* kernels_for(const char* isa);
+
+// Which matrix-product family to use for a ternary matrix.
+enum class TernaryKernel { kMad, kLut };
+
+// The family for a matrix of n_rows x k on this table, for n_tokens tokens at a time with
+// n_threads threads: BITNET_KERNEL=mad|lut forces one, otherwise a heuristic measured with
+// bench/kernel_bench (docs/benchmarks.md) picks the faster.
+TernaryKernel choose_ternary_kernel(const KernelTable& kt, int64_t n_rows, int64_t k,
+                                    int64_t n_tokens, int n_threads);
+
+// ---- load-time repacking (pack.cpp) -----------------------------------------------------------
+
+// Repacks a T2 matrix into the L2 layout: dst holds ceil(n_rows/32) * 8 * k_pad bytes.
+void pack_l2_from_t2(const T2Matrix& src, uint8_t* dst);
 
 }  // namespace bitnet::kernels

@@ -1,10 +1,30 @@
-// Scalar reference kernels: plain loops that define the semantics every SIMD twin must match.
+// Scalar reference kernels: plain loops that define the semantics every SIMD twin must match
+// (kernels.h states each contract and layout).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
+#include "core/half.h"
 #include "kernels/kernels.h"
 
 namespace bitnet::kernels::ref {
+namespace {
+
+// The 2-bit code (w + 1) of column j of a T2 row.
+int t2_code(const uint8_t* row, int64_t j) {
+    const int64_t within = j % kT2Block;
+    const uint8_t byte = row[(j / kT2Block) * kT2BlockBytes + within % 32];
+    return (byte >> (2 * (within / 32))) & 3;
+}
+
+// Clamps, then rounds half to even: the cast is defined for every input, NaN gives 0.
+int8_t round_to_i8(float v, float lo, float hi) {
+    if (std::isnan(v)) return 0;
+    v = std::min(std::max(v, lo), hi);
+    return static_cast<int8_t>(std::nearbyint(v));
+}
+
+}  // namespace
 
 void quantize_i8(const float* x, int64_t n, int64_t n_pad, int8_t* q, float* scale, int32_t* sum) {
     float amax = 0.0f;
@@ -13,10 +33,7 @@ void quantize_i8(const float* x, int64_t n, int64_t n_pad, int8_t* q, float* sca
     const float s = 127.0f / std::max(amax, 1e-5f);
     int32_t total = 0;
     for (int64_t i = 0; i < n; ++i) {
-        float v = x[i] * s;
-        if (std::isnan(v)) v = 0.0f;                // NaN inputs quantize to 0, never UB
-        v = std::min(std::max(v, -128.0f), 127.0f);  // clamping first keeps the cast defined
-        const int8_t qi = static_cast<int8_t>(std::nearbyint(v));  // round half to even
+        const int8_t qi = round_to_i8(x[i] * s, -128.0f, 127.0f);
         q[i] = qi;
         total += qi;
     }
@@ -33,13 +50,7 @@ void gemm_t2(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
         for (int64_t r = row_begin; r < row_end; ++r) {
             const uint8_t* row = w.codes + r * row_bytes;
             int32_t acc = 0;
-            for (int64_t j = 0; j < w.k_pad; ++j) {
-                const int64_t block = j / kT2Block;
-                const int64_t within = j % kT2Block;
-                const uint8_t byte = row[block * kT2BlockBytes + within % 32];
-                const int code = (byte >> (2 * (within / 32))) & 3;
-                acc += (code - 1) * xq[j];
-            }
+            for (int64_t j = 0; j < w.k_pad; ++j) acc += (t2_code(row, j) - 1) * xq[j];
             out[t * out_stride + (r - row_begin)] = acc;
         }
     }
@@ -53,8 +64,7 @@ void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
         for (int64_t r = row_begin; r < row_end; ++r) {
             const uint8_t* row = w.bits + r * row_bytes;
             int32_t acc = 0;
-            // Only the first k weights are real; padding bits read as -1 would wrongly
-            // subtract the (zero) padded activations, which is harmless but we stop at k anyway.
+            // Only the first k weights are real; padded activations are zero anyway.
             for (int64_t j = 0; j < w.k; ++j) {
                 const int bit = (row[j / 8] >> (j % 8)) & 1;
                 acc += bit ? xq[j] : -xq[j];
@@ -62,6 +72,132 @@ void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
             out[t * out_stride + (r - row_begin)] = acc;
         }
     }
+}
+
+void build_lut(const ActsI8& x, int64_t k_pad, uint8_t* tables) {
+    const int64_t stride = lut_bytes(k_pad);
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.stride;
+        uint8_t* tab = tables + t * stride;
+        for (int64_t p = 0; p < k_pad / 2; ++p) {
+            uint8_t* entry = tab + p * kLutPairBytes;
+            for (int i = 0; i < 16; ++i) {
+                const int v = i < 9 ? (i / 3 - 1) * xq[2 * p] + (i % 3 - 1) * xq[2 * p + 1] : 0;
+                const auto bits = static_cast<uint16_t>(static_cast<int16_t>(v));
+                entry[i] = static_cast<uint8_t>(bits & 0xff);
+                entry[16 + i] = static_cast<uint8_t>(bits >> 8);
+            }
+        }
+    }
+}
+
+void gemm_l2(const L2Matrix& w, const LutTables& x, int64_t row_begin, int64_t row_end,
+             int32_t* out, int64_t out_stride) {
+    const int64_t n_chunks = w.k_pad / 4;
+    const int64_t tile_bytes = n_chunks * kL2ChunkBytes;
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const uint8_t* tab = x.data + t * x.stride;
+        for (int64_t r = row_begin; r < row_end; ++r) {
+            const uint8_t* tile = w.data + (r / kL2TileRows) * tile_bytes;
+            const int64_t lane = r % kL2TileRows;
+            int32_t acc = 0;
+            for (int64_t c = 0; c < n_chunks; ++c) {
+                const uint8_t byte = tile[c * kL2ChunkBytes + lane];
+                for (int h = 0; h < 2; ++h) {
+                    const int idx = (byte >> (4 * h)) & 0x0f;
+                    const uint8_t* entry = tab + (2 * c + h) * kLutPairBytes;
+                    const auto bits = static_cast<uint16_t>(entry[idx] | (entry[16 + idx] << 8));
+                    acc += static_cast<int16_t>(bits);
+                }
+            }
+            out[t * out_stride + (r - row_begin)] = acc;
+        }
+    }
+}
+
+void quantize_q8(const float* x, int64_t n, int8_t* q, float* d) {
+    for (int64_t b = 0; b < n / kQ8Block; ++b) {
+        const float* xb = x + b * kQ8Block;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(xb[i]));
+        const float db = amax / 127.0f;
+        const float inv = db != 0.0f ? 1.0f / db : 0.0f;
+        for (int64_t i = 0; i < kQ8Block; ++i) {
+            q[b * kQ8Block + i] = round_to_i8(xb[i] * inv, -127.0f, 127.0f);
+        }
+        d[b] = db;
+    }
+}
+
+void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
+             int64_t out_stride) {
+    const int64_t n_blocks = w.n_cols / kQ8Block;
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.n_cols;
+        const float* xd = x.d + t * n_blocks;
+        for (int64_t r = row_begin; r < row_end; ++r) {
+            const int8_t* wq = w.q + r * w.n_cols;
+            const float* wd = w.d + r * n_blocks;
+            float acc = 0.0f;
+            for (int64_t b = 0; b < n_blocks; ++b) {
+                int32_t idot = 0;
+                for (int64_t i = 0; i < kQ8Block; ++i) {
+                    idot += wq[b * kQ8Block + i] * xq[b * kQ8Block + i];
+                }
+                acc += (wd[b] * xd[b]) * static_cast<float>(idot);
+            }
+            out[t * out_stride + (r - row_begin)] = acc;
+        }
+    }
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+    return acc;
+}
+
+float dot_f16(const float* a, const uint16_t* b, int64_t n) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) acc += a[i] * fp16_to_float(b[i]);
+    return acc;
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void axpy_f16(float a, const uint16_t* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * fp16_to_float(x[i]);
+}
+
+void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* out) {
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+    const float mean_sq = static_cast<float>(sum_sq / static_cast<double>(n));
+    // torch: x * rsqrt(var + eps), then weight * that (two float multiplies, in this order).
+    const float inv = 1.0f / std::sqrt(mean_sq + eps);
+    for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * inv);
+}
+
+void softmax(float* x, int64_t n) {
+    float max_v = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) max_v = std::max(max_v, x[i]);
+    float total = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = std::exp(x[i] - max_v);
+        total += x[i];
+    }
+    const float inv = 1.0f / total;
+    for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void to_f16(const float* x, uint16_t* out, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_fp16(x[i]);
+}
+
+void from_f16(const uint16_t* x, float* out, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_float(x[i]);
 }
 
 }  // namespace bitnet::kernels::ref

@@ -1,0 +1,386 @@
+// Every kernel table this build and CPU have, compared with the scalar reference twins.
+//
+// Integer kernels must match exactly; float kernels within a stated bound. Shapes are awkward on
+// purpose (1, 2, 3, 5, 7, 15, 17, 31, 33, ... rows; K from 1 to several blocks with tails), data
+// adversarial (all -1/0/+1 weights, activations at -128/127, zero and NaN inputs), and buffers
+// deliberately misaligned. Prints one line per failure and "N passed, N failed".
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/kernels.h"
+
+using namespace bitnet::kernels;
+
+namespace {
+
+int g_passed = 0;
+int g_failed = 0;
+
+void check(bool ok, const std::string& what) {
+    if (ok) {
+        ++g_passed;
+    } else {
+        ++g_failed;
+        std::printf("FAIL %s\n", what.c_str());
+    }
+}
+
+std::mt19937 rng(1234);
+
+enum class Fill { kRandom, kMinusOne, kZero, kPlusOne };
+enum class ActFill { kRandom, kMin, kMax, kAlternating };
+
+// A buffer whose data starts `offset` bytes past a 64-byte boundary.
+template <typename T>
+struct Misaligned {
+    std::vector<unsigned char> storage;
+    T* data;
+    Misaligned(size_t n, size_t offset) : storage(n * sizeof(T) + 128) {
+        auto base = reinterpret_cast<uintptr_t>(storage.data());
+        base = (base + 63) / 64 * 64 + offset;
+        data = reinterpret_cast<T*>(base);
+    }
+};
+
+// Ternary codes (w+1) as a T2 matrix.
+std::vector<uint8_t> make_t2(const std::vector<int8_t>& w, int64_t rows, int64_t k, int64_t k_pad) {
+    std::vector<uint8_t> out(static_cast<size_t>(rows * k_pad / 4), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < k_pad; ++j) {
+            const int code = j < k ? w[r * k + j] + 1 : static_cast<int>(rng() % 3);
+            const int64_t within = j % 128;
+            out[r * k_pad / 4 + (j / 128) * 32 + within % 32] |=
+                static_cast<uint8_t>(code << (2 * (within / 32)));
+        }
+    }
+    return out;
+}
+
+std::vector<int8_t> make_weights(int64_t n, Fill fill) {
+    std::vector<int8_t> w(static_cast<size_t>(n));
+    for (auto& v : w) {
+        switch (fill) {
+            case Fill::kRandom: v = static_cast<int8_t>(static_cast<int>(rng() % 3) - 1); break;
+            case Fill::kMinusOne: v = -1; break;
+            case Fill::kZero: v = 0; break;
+            case Fill::kPlusOne: v = 1; break;
+        }
+    }
+    return w;
+}
+
+struct Acts {
+    std::vector<int8_t> q;
+    std::vector<float> scale;
+    std::vector<int32_t> sum;
+    int64_t stride;
+    ActsI8 view() const {
+        return {q.data(), scale.data(), sum.data(), static_cast<int64_t>(scale.size()), stride};
+    }
+};
+
+Acts make_acts(int64_t n_tokens, int64_t k, int64_t stride, ActFill fill) {
+    Acts a{std::vector<int8_t>(static_cast<size_t>(n_tokens * stride), 0),
+           std::vector<float>(static_cast<size_t>(n_tokens), 1.0f),
+           std::vector<int32_t>(static_cast<size_t>(n_tokens), 0), stride};
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        int32_t s = 0;
+        for (int64_t j = 0; j < k; ++j) {
+            int v = 0;
+            switch (fill) {
+                case ActFill::kRandom: v = static_cast<int>(rng() % 256) - 128; break;
+                case ActFill::kMin: v = -128; break;
+                case ActFill::kMax: v = 127; break;
+                case ActFill::kAlternating: v = (j % 2) ? 127 : -128; break;
+            }
+            a.q[t * stride + j] = static_cast<int8_t>(v);
+            s += v;
+        }
+        a.sum[t] = s;
+    }
+    return a;
+}
+
+std::string shape_name(const char* isa, const char* op, int64_t rows, int64_t k, int64_t nt,
+                       int fill, int act) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s %s rows=%lld k=%lld tokens=%lld fill=%d act=%d", isa, op,
+                  static_cast<long long>(rows), static_cast<long long>(k),
+                  static_cast<long long>(nt), fill, act);
+    return buf;
+}
+
+void test_ternary(const KernelTable& kt) {
+    const int64_t row_counts[] = {1, 2, 3, 5, 7, 15, 17, 31, 32, 33, 63, 64, 65, 127, 129};
+    const int64_t ks[] = {1, 3, 31, 127, 128, 129, 255, 256, 257, 640, 3200};
+    const int64_t token_counts[] = {1, 2, 3, 4, 5, 9};
+    const KernelTable& ref = reference_kernels();
+    int iteration = 0;
+    for (int64_t rows : row_counts) {
+        for (int64_t k : ks) {
+            const int64_t k_pad = padded_k(k);
+            for (int fill = 0; fill < 4; ++fill) {
+                for (int act = 0; act < 4; ++act) {
+                    // Keep the sweep fast: all fills on small shapes, random data on the rest.
+                    if (rows * k > 20000 && (fill != 0 || act != 0) && (fill + act) % 3 != 0) continue;
+                    const int64_t nt = token_counts[iteration++ % 6];
+                    const auto w = make_weights(rows * k, static_cast<Fill>(fill));
+                    const auto t2 = make_t2(w, rows, k, k_pad);
+                    const int64_t stride = k_pad + 64 * (iteration % 2);
+                    const Acts a = make_acts(nt, k, stride, static_cast<ActFill>(act));
+                    const T2Matrix m{t2.data(), rows, k, k_pad};
+                    std::vector<int32_t> want(static_cast<size_t>(nt * rows));
+                    std::vector<int32_t> got(want.size(), -7);
+                    ref.gemm_t2(m, a.view(), 0, rows, want.data(), rows);
+                    // The reference against the plain statement of the math.
+                    bool ref_ok = true;
+                    for (int64_t t = 0; t < nt; ++t) {
+                        for (int64_t r = 0; r < rows; ++r) {
+                            int32_t s = 0;
+                            for (int64_t j = 0; j < k; ++j) s += w[r * k + j] * a.q[t * stride + j];
+                            ref_ok = ref_ok && s == want[t * rows + r];
+                        }
+                    }
+                    check(ref_ok, shape_name("ref", "gemm_t2 vs math", rows, k, nt, fill, act));
+                    kt.gemm_t2(m, a.view(), 0, rows, got.data(), rows);
+                    check(got == want, shape_name(kt.isa, "gemm_t2", rows, k, nt, fill, act));
+
+                    // A sub-range of rows with an output stride.
+                    if (rows >= 3) {
+                        const int64_t b = 1, e = rows - 1;
+                        std::vector<int32_t> part(static_cast<size_t>(nt * (e - b + 2)), -7);
+                        kt.gemm_t2(m, a.view(), b, e, part.data(), e - b + 2);
+                        bool ok = true;
+                        for (int64_t t = 0; t < nt; ++t) {
+                            for (int64_t r = b; r < e; ++r) {
+                                ok = ok && part[t * (e - b + 2) + r - b] == want[t * rows + r];
+                            }
+                        }
+                        check(ok, shape_name(kt.isa, "gemm_t2 rows[1,n-1)", rows, k, nt, fill, act));
+                    }
+
+                    // LUT: repack to L2, build tables with both the reference and this table.
+                    const int64_t n_tiles = (rows + kL2TileRows - 1) / kL2TileRows;
+                    std::vector<uint8_t> l2(static_cast<size_t>(n_tiles * 8 * k_pad));
+                    pack_l2_from_t2(m, l2.data());
+                    const L2Matrix lm{l2.data(), rows, k, k_pad};
+                    const int64_t tstride = lut_bytes(k_pad);
+                    std::vector<uint8_t> tab_ref(static_cast<size_t>(nt * tstride));
+                    Misaligned<uint8_t> tab(static_cast<size_t>(nt * tstride), iteration % 3);
+                    ref.build_lut(a.view(), k_pad, tab_ref.data());
+                    kt.build_lut(a.view(), k_pad, tab.data);
+                    check(std::memcmp(tab_ref.data(), tab.data, tab_ref.size()) == 0,
+                          shape_name(kt.isa, "build_lut", rows, k, nt, fill, act));
+                    const LutTables lt{tab.data, nt, tstride};
+                    std::vector<int32_t> lut_ref(want.size(), -7), lut_got(want.size(), -7);
+                    ref.gemm_l2(lm, lt, 0, rows, lut_ref.data(), rows);
+                    check(lut_ref == want, shape_name("ref", "gemm_l2 vs gemm_t2", rows, k, nt, fill, act));
+                    kt.gemm_l2(lm, lt, 0, rows, lut_got.data(), rows);
+                    check(lut_got == want, shape_name(kt.isa, "gemm_l2", rows, k, nt, fill, act));
+                    if (rows > 32) {
+                        std::vector<int32_t> part(static_cast<size_t>(nt * (rows - 32)), -7);
+                        kt.gemm_l2(lm, lt, 32, rows, part.data(), rows - 32);
+                        bool ok = true;
+                        for (int64_t t = 0; t < nt; ++t) {
+                            for (int64_t r = 32; r < rows; ++r) {
+                                ok = ok && part[t * (rows - 32) + r - 32] == want[t * rows + r];
+                            }
+                        }
+                        check(ok, shape_name(kt.isa, "gemm_l2 rows[32,n)", rows, k, nt, fill, act));
+                    }
+                }
+            }
+        }
+    }
+}
+
+void test_binary(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t row_counts[] = {1, 2, 3, 7, 17, 33};
+    const int64_t ks[] = {1, 7, 31, 127, 128, 129, 256, 1000};
+    int iteration = 0;
+    for (int64_t rows : row_counts) {
+        for (int64_t k : ks) {
+            for (int act = 0; act < 4; ++act) {
+                const int64_t k_pad = padded_k(k);
+                const int64_t nt = 1 + iteration++ % 3;
+                std::vector<uint8_t> bits(static_cast<size_t>(rows * k_pad / 8));
+                for (auto& b : bits) b = static_cast<uint8_t>(act == 1 ? 0 : act == 2 ? 0xff : rng());
+                const Acts a = make_acts(nt, k, k_pad, static_cast<ActFill>(act));
+                const B1Matrix m{bits.data(), rows, k, k_pad};
+                std::vector<int32_t> want(static_cast<size_t>(nt * rows)), got(want.size(), -7);
+                ref.gemm_b1(m, a.view(), 0, rows, want.data(), rows);
+                bool ref_ok = true;
+                for (int64_t t = 0; t < nt; ++t) {
+                    for (int64_t r = 0; r < rows; ++r) {
+                        int32_t s = 0;
+                        for (int64_t j = 0; j < k; ++j) {
+                            const int bit = (bits[r * k_pad / 8 + j / 8] >> (j % 8)) & 1;
+                            s += (bit ? 1 : -1) * a.q[t * k_pad + j];
+                        }
+                        ref_ok = ref_ok && s == want[t * rows + r];
+                    }
+                }
+                check(ref_ok, shape_name("ref", "gemm_b1 vs math", rows, k, nt, 0, act));
+                kt.gemm_b1(m, a.view(), 0, rows, got.data(), rows);
+                check(got == want, shape_name(kt.isa, "gemm_b1", rows, k, nt, 0, act));
+            }
+        }
+    }
+}
+
+std::vector<float> adversarial_floats(int64_t n, int kind) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+        switch (kind) {
+            case 0: x[i] = normal(rng); break;
+            case 1: x[i] = 0.0f; break;
+            case 2: x[i] = (i % 7 == 3) ? NAN : normal(rng) * 1e3f; break;
+            case 3: x[i] = (i % 2 ? 1.0f : -1.0f) * (0.5f + static_cast<float>(i % 5)); break;  // ties
+            default: x[i] = (i == n / 2) ? INFINITY : normal(rng) * 1e-7f; break;
+        }
+    }
+    return x;
+}
+
+void test_quantize(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t ns[] = {1, 2, 7, 8, 31, 32, 33, 100, 128, 2560, 6913};
+    for (int64_t n : ns) {
+        for (int kind = 0; kind < 5; ++kind) {
+            const auto x = adversarial_floats(n, kind);
+            const int64_t n_pad = padded_k(n);
+            std::vector<int8_t> q0(static_cast<size_t>(n_pad), 5);
+            Misaligned<int8_t> q1(static_cast<size_t>(n_pad), static_cast<size_t>(kind));
+            std::memset(q1.data, 5, static_cast<size_t>(n_pad));
+            float s0 = 0, s1 = 0;
+            int32_t sum0 = 0, sum1 = 0;
+            ref.quantize_i8(x.data(), n, n_pad, q0.data(), &s0, &sum0);
+            kt.quantize_i8(x.data(), n, n_pad, q1.data, &s1, &sum1);
+            const bool same = std::memcmp(q0.data(), q1.data, static_cast<size_t>(n_pad)) == 0 &&
+                              std::memcmp(&s0, &s1, sizeof s0) == 0 && sum0 == sum1;
+            check(same, shape_name(kt.isa, "quantize_i8", 1, n, 1, kind, 0));
+
+            if (n % kQ8Block == 0) {
+                std::vector<int8_t> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+                std::vector<float> da(static_cast<size_t>(n / 32)), db(da.size());
+                ref.quantize_q8(x.data(), n, a.data(), da.data());
+                kt.quantize_q8(x.data(), n, b.data(), db.data());
+                check(a == b && std::memcmp(da.data(), db.data(), da.size() * 4) == 0,
+                      shape_name(kt.isa, "quantize_q8", 1, n, 1, kind, 0));
+            }
+        }
+    }
+}
+
+void test_q8_gemm(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t row_counts[] = {1, 2, 3, 5, 33};
+    const int64_t cols[] = {32, 64, 96, 2560};
+    for (int64_t rows : row_counts) {
+        for (int64_t n : cols) {
+            for (int64_t nt = 1; nt <= 3; ++nt) {
+                const auto wf = adversarial_floats(rows * n, 0);
+                const auto xf = adversarial_floats(nt * n, 0);
+                std::vector<int8_t> wq(wf.size()), xq(xf.size());
+                std::vector<float> wd(wf.size() / 32), xd(xf.size() / 32);
+                for (int64_t r = 0; r < rows; ++r) ref.quantize_q8(&wf[r * n], n, &wq[r * n], &wd[r * n / 32]);
+                for (int64_t t = 0; t < nt; ++t) ref.quantize_q8(&xf[t * n], n, &xq[t * n], &xd[t * n / 32]);
+                const Q8Matrix m{wq.data(), wd.data(), rows, n};
+                const ActsQ8 a{xq.data(), xd.data(), nt, n};
+                std::vector<float> want(static_cast<size_t>(nt * rows)), got(want.size());
+                ref.gemm_q8(m, a, 0, rows, want.data(), rows);
+                kt.gemm_q8(m, a, 0, rows, got.data(), rows);
+                bool ok = true;
+                for (size_t i = 0; i < want.size(); ++i) {
+                    // Reassociated float sum of n/32 products of magnitude <= 127*127*32*d_w*d_x.
+                    const float bound = 1e-5f * static_cast<float>(n) + 1e-5f * std::fabs(want[i]);
+                    ok = ok && std::fabs(want[i] - got[i]) <= bound;
+                }
+                check(ok, shape_name(kt.isa, "gemm_q8", rows, n, nt, 0, 0));
+            }
+        }
+    }
+}
+
+void test_float_ops(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t ns[] = {1, 3, 8, 15, 16, 31, 64, 100, 128, 2560};
+    for (int64_t n : ns) {
+        const auto a = adversarial_floats(n, 0);
+        const auto b = adversarial_floats(n, 0);
+        std::vector<uint16_t> bh(static_cast<size_t>(n)), bh2(static_cast<size_t>(n));
+        ref.to_f16(b.data(), bh.data(), n);
+        kt.to_f16(b.data(), bh2.data(), n);
+        check(bh == bh2, shape_name(kt.isa, "to_f16", 1, n, 1, 0, 0));
+        std::vector<float> back0(static_cast<size_t>(n)), back1(static_cast<size_t>(n));
+        ref.from_f16(bh.data(), back0.data(), n);
+        kt.from_f16(bh.data(), back1.data(), n);
+        check(back0 == back1, shape_name(kt.isa, "from_f16", 1, n, 1, 0, 0));
+
+        float mag = 0.0f;
+        for (int64_t i = 0; i < n; ++i) mag += std::fabs(a[i] * b[i]);
+        const float bound = 1e-6f * mag * static_cast<float>(n > 8 ? 8 : n) + 1e-7f;
+        check(std::fabs(ref.dot_f32(a.data(), b.data(), n) - kt.dot_f32(a.data(), b.data(), n)) <= bound,
+              shape_name(kt.isa, "dot_f32", 1, n, 1, 0, 0));
+        check(std::fabs(ref.dot_f16(a.data(), bh.data(), n) - kt.dot_f16(a.data(), bh.data(), n)) <= bound,
+              shape_name(kt.isa, "dot_f16", 1, n, 1, 0, 0));
+
+        std::vector<float> y0(b), y1(b), y2(b), y3(b);
+        ref.axpy_f32(0.37f, a.data(), y0.data(), n);
+        kt.axpy_f32(0.37f, a.data(), y1.data(), n);
+        ref.axpy_f16(-1.5f, bh.data(), y2.data(), n);
+        kt.axpy_f16(-1.5f, bh.data(), y3.data(), n);
+        bool ok = true;
+        for (int64_t i = 0; i < n; ++i) {
+            ok = ok && std::fabs(y0[i] - y1[i]) <= 1e-6f * (std::fabs(y0[i]) + 1.0f);
+            ok = ok && std::fabs(y2[i] - y3[i]) <= 1e-6f * (std::fabs(y2[i]) + 1.0f);
+        }
+        check(ok, shape_name(kt.isa, "axpy", 1, n, 1, 0, 0));
+
+        std::vector<float> w = adversarial_floats(n, 0), o0(static_cast<size_t>(n)), o1(o0);
+        ref.rms_norm(a.data(), w.data(), n, 1e-6f, o0.data());
+        kt.rms_norm(a.data(), w.data(), n, 1e-6f, o1.data());
+        ok = true;
+        for (int64_t i = 0; i < n; ++i) ok = ok && std::fabs(o0[i] - o1[i]) <= 1e-6f * (std::fabs(o0[i]) + 1e-6f);
+        check(ok, shape_name(kt.isa, "rms_norm", 1, n, 1, 0, 0));
+
+        std::vector<float> s0(a), s1(a);
+        ref.softmax(s0.data(), n);
+        kt.softmax(s1.data(), n);
+        ok = true;
+        for (int64_t i = 0; i < n; ++i) ok = ok && std::fabs(s0[i] - s1[i]) <= 1e-6f;
+        check(ok, shape_name(kt.isa, "softmax", 1, n, 1, 0, 0));
+    }
+}
+
+}  // namespace
+
+int main() {
+    std::printf("cpu: %s (%s); active kernels: %s\n", cpu_features().brand.c_str(),
+                cpu_features().summary().c_str(), active_kernels().isa);
+    const char* isas[] = {"ref", "avx2", "neon", "dotprod"};
+    int n_tables = 0;
+    for (const char* isa : isas) {
+        const KernelTable* kt = kernels_for(isa);
+        if (kt == nullptr) continue;
+        ++n_tables;
+        std::printf("testing %s\n", kt->isa);
+        test_quantize(*kt);
+        test_ternary(*kt);
+        test_binary(*kt);
+        test_q8_gemm(*kt);
+        test_float_ops(*kt);
+    }
+    const char* forced = std::getenv("BITNET_EXPECT_ISA");
+    if (forced != nullptr) check(kernels_for(forced) != nullptr, std::string("expected ISA ") + forced);
+    std::printf("%d tables; %d passed, %d failed\n", n_tables, g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}
