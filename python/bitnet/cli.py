@@ -1,4 +1,4 @@
-"""The ``bitnet`` command line: generate, chat, perplexity, convert, info, models."""
+"""The ``bitnet`` command line: generate, chat, perplexity, convert, info, models, bench."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ examples:
   bitnet convert path/to/checkpoint model.gguf
   bitnet perplexity -m model.gguf wiki.test.raw --window 512
   bitnet models
+  bitnet bench -m model.gguf -p 128 -n 64 -t 1,2 -r 3 -o md
 
 A MODEL is a .gguf file, a Hugging Face repository ("owner/repo": downloaded on first use,
 converted once and cached), or a short name from `bitnet models`. Without -m, the model
@@ -188,6 +189,50 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{what} must list at least one integer")
+    return values
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from . import hub
+    from .bench import run_bench, to_json, to_markdown
+
+    name = args.model
+    if hub.is_hub_name(name) and not Path(name).exists():
+        name = os.fspath(hub.resolve(name, revision=None, progress=not args.quiet))
+    membw: float | str | None = None
+    if args.membw is not None:
+        if args.membw == "auto":
+            membw = "auto"
+        else:
+            try:
+                membw = float(args.membw)
+            except ValueError:
+                raise ValueError(f"--membw must be 'auto' or GB/s, got {args.membw!r}") from None
+    err = sys.stderr
+    report = run_bench(
+        name,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        threads=_int_list(args.threads, "-t/--threads"),
+        reps=args.reps,
+        seed=args.seed,
+        membw=membw,
+        progress=None if args.quiet else (lambda line: print(line, file=err, flush=True)),
+    )
+    sys.stdout.write(to_json(report) + "\n" if args.output == "json" else to_markdown(report))
+    return 0
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-m", "--model", default=None, help="a .gguf file, 'owner/repo' or a registry name"
@@ -332,6 +377,32 @@ def build_parser() -> argparse.ArgumentParser:
     ms = sub.add_parser("models", help="list the known checkpoints on the Hugging Face hub")
     ms.add_argument("-v", "--verbose", action="store_true", help="with descriptions")
     ms.set_defaults(func=_cmd_models)
+
+    b = sub.add_parser(
+        "bench",
+        help="measure prompt and generation speed, like llama-bench",
+        description="Prompt processing (pp) and generation (tg) speed in tokens/s: median "
+        "and spread over repetitions, per thread count (docs/benchmarks.md).",
+    )
+    b.add_argument("-m", "--model", required=True, help="a .gguf file (or a hub/registry name)")
+    b.add_argument(
+        "-p", "--n-prompt", type=int, default=128, help="prompt tokens of the pp test (default 128)"
+    )
+    b.add_argument("-n", "--n-gen", type=int, default=64, help="tokens of the tg test (default 64)")
+    b.add_argument("-t", "--threads", default="1", help="comma-separated thread counts (default 1)")
+    b.add_argument("-r", "--reps", type=int, default=3, help="repetitions (default 3)")
+    b.add_argument(
+        "-o", "--output", choices=["md", "json"], default="md", help="output format (default md)"
+    )
+    b.add_argument(
+        "--membw",
+        default=None,
+        metavar="auto|GBPS",
+        help="read bandwidth to compare tg with: 'auto' measures it, or a number in GB/s",
+    )
+    b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 

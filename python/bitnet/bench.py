@@ -1,0 +1,391 @@
+"""End-to-end speed of a model, measured like llama.cpp's llama-bench (``bitnet bench``).
+
+For each thread count, two tests on a fresh KV cache, each repeated ``reps`` times after one
+warm-up run:
+
+* ``pp<P>``: one forward pass over a prompt of P random token ids (logits of the last token
+  only), reported as P / time in tokens/s;
+* ``tg<N>``: N tokens generated one at a time from an empty cache, each fed with the argmax of
+  the previous logits (no sampling work beyond that), reported as N / time.
+
+Figures are the median over repetitions with the standard deviation and the min-max range. Each
+result records the commit, CPU, kernel ISA, threads, model size (bytes and parameters) and, for
+tg, the bytes of weights read per token with the bandwidth that implies (bytes x tokens/s), so
+it can be set against the machine's measured read bandwidth (``--membw``, or
+``bench/kernel_bench --membw-only``).
+
+Timing uses the extension's Session directly (the forward pass releases the GIL and takes the
+whole batch in one call), so Python adds only a function call per token. Benchmarks report;
+they never assert a speed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["BenchResult", "measure_read_bandwidth", "run_bench", "to_json", "to_markdown"]
+
+
+@dataclass
+class BenchResult:
+    """One test (pp or tg) at one thread count."""
+
+    test: str  # "pp128" or "tg64"
+    n_prompt: int
+    n_gen: int
+    threads: int
+    threads_applied: bool  # False when this build has no n_threads option (ran its default)
+    reps: int
+    samples_s: list[float]  # wall time of each repetition
+    tokens_per_s: float  # median
+    stdev: float  # of tokens/s over repetitions (0 for one)
+    min_tokens_per_s: float
+    max_tokens_per_s: float
+    gb_per_s: float | None = None  # tg: bytes read per token x tokens/s / 1e9
+    pct_of_read_bw: float | None = None  # tg: gb_per_s / measured read bandwidth
+
+
+@dataclass
+class BenchReport:
+    """Everything ``bitnet bench`` prints: the machine, the model and the results."""
+
+    date: str
+    commit: str
+    cpu: str
+    isa: str
+    cpu_info: Any
+    hardware_threads: int
+    model_path: str
+    model_name: str
+    model_size_bytes: int
+    model_params: int
+    weight_types: str
+    bytes_read_per_token: int
+    bytes_read_note: str
+    read_bandwidth_gbps: dict[int, float] = field(default_factory=dict)
+    results: list[BenchResult] = field(default_factory=list)
+
+
+def _commit() -> str:
+    """`git describe` of the checkout this package runs from, else the package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from . import __version__
+
+    return f"bitnet {__version__}"
+
+
+def _cpu_brand() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_info() -> tuple[Any, str]:
+    """(bitnet.cpu_info() where this build has it, else None; the active kernel ISA)."""
+    import bitnet
+
+    fn = getattr(bitnet, "cpu_info", None)
+    info: Any = None
+    if callable(fn):
+        try:
+            info = fn()
+        except (RuntimeError, OSError, ValueError, TypeError, AttributeError):
+            # a diagnostics call must not stop a benchmark
+            info = None
+    isa = None
+    if isinstance(info, dict):
+        isa = info.get("isa") or info.get("kernel_isa")
+    else:
+        isa = getattr(info, "isa", None)
+    return info, str(isa) if isa else _core.kernel_isa()
+
+
+def _model_stats(core: Any) -> tuple[int, str, int, str]:
+    """(parameters, weight types, bytes of weights read per token, how that was obtained)."""
+    f = core.file
+    tensors = {t["name"]: t for t in f.tensors()}
+    params = 0
+    for t in tensors.values():
+        n = 1
+        for d in t["shape"]:
+            n *= int(d)
+        params += n
+    exact = getattr(core, "bytes_per_token", None)
+    types = sorted({str(info["source_type"]) for info in core.linear_info()})
+    out_name = "output.weight" if "output.weight" in tensors else "token_embd.weight"
+    out = tensors.get(out_name)
+    types_text = "/".join(types) + (f", output {out['type_name']}" if out else "")
+    if isinstance(exact, int) and exact > 0:
+        return params, types_text, exact, "reported by the engine"
+    # BitLinear weights as the engine holds them after repacking: rows padded to 128 weights,
+    # 2 bits per ternary weight, 1 bit per binary weight; the output layer as stored in the file.
+    read = 0
+    for info in core.linear_info():
+        k_pad = (int(info["n_in"]) + 127) // 128 * 128
+        bits = 1 if info["binary"] else 2
+        read += int(info["n_out"]) * k_pad * bits // 8
+    if out is not None:
+        read += int(out["size_bytes"])
+    note = (
+        "estimate: BitLinear weights at 2 bits (binary 1) per padded weight + the output layer "
+        "as stored in the file"
+    )
+    return params, types_text, read, note
+
+
+def measure_read_bandwidth(threads: int, *, size_mb: int = 512, reps: int = 5) -> float:
+    """Memory read bandwidth in GB/s: numpy sums of a large buffer, one slice per thread.
+
+    numpy releases the GIL inside the sum, so `threads` Python threads read in parallel. This is
+    a floor on what the C probe (``kernel_bench --membw-only``) measures, usually within 10%.
+    """
+    n = (size_mb << 20) // 8
+    buf = np.arange(n, dtype=np.uint64)
+    parts = np.array_split(buf, threads)
+    best: list[float] = []
+    sink = [0] * threads
+
+    def work(i: int) -> None:
+        sink[i] = int(parts[i].sum())
+
+    for rep in range(reps + 1):
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        dt = time.perf_counter() - t0
+        if rep:  # the first pass warms up
+            best.append(buf.nbytes / dt / 1e9)
+    return float(statistics.median(best))
+
+
+def _open_model(path: str, n_threads: int, n_ctx: int, n_batch: int) -> tuple[Any, Any, bool]:
+    """(model, session, whether n_threads was applied): threads through bitnet.Model."""
+    from .model import Model
+
+    applied = True
+    try:
+        m = Model(path, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)  # type: ignore[call-arg]
+    except TypeError:
+        applied = False
+        m = Model(path, n_ctx=n_ctx, n_batch=n_batch)
+    pool = getattr(m, "_live_pool", None)
+    # A session of Model's own pool is configured as Model configures them (threads included).
+    session = pool().acquire().session if callable(pool) else _core.Session(m._core, n_ctx, n_batch)
+    return m, session, applied
+
+
+def _summary(
+    test: str,
+    n_prompt: int,
+    n_gen: int,
+    threads: int,
+    applied: bool,
+    n_tokens: int,
+    samples: Sequence[float],
+) -> BenchResult:
+    rates = [n_tokens / s for s in samples]
+    return BenchResult(
+        test=test,
+        n_prompt=n_prompt,
+        n_gen=n_gen,
+        threads=threads,
+        threads_applied=applied,
+        reps=len(samples),
+        samples_s=[float(s) for s in samples],
+        tokens_per_s=float(statistics.median(rates)),
+        stdev=float(statistics.stdev(rates)) if len(rates) > 1 else 0.0,
+        min_tokens_per_s=float(min(rates)),
+        max_tokens_per_s=float(max(rates)),
+    )
+
+
+def run_bench(
+    path: str | os.PathLike[str],
+    *,
+    n_prompt: int = 128,
+    n_gen: int = 64,
+    threads: Sequence[int] = (1,),
+    reps: int = 3,
+    seed: int = 0,
+    membw: float | str | None = None,
+    progress: Any = None,
+) -> BenchReport:
+    """Measures pp and tg of the model at each thread count.
+
+    Args:
+        path: A GGUF model file.
+        n_prompt: Prompt length of the pp test (0 skips it).
+        n_gen: Tokens of the tg test (0 skips it).
+        threads: Thread counts, each measured in turn.
+        reps: Repetitions of each test (after one warm-up).
+        seed: Seed of the random prompt tokens.
+        membw: Read bandwidth to compare tg against: None (skip), "auto" (measure now, per
+            thread count, with :func:`measure_read_bandwidth`) or a number in GB/s.
+        progress: Optional callable taking one line of progress text.
+
+    Returns:
+        A BenchReport (to_json / to_markdown format it).
+    """
+    if n_prompt < 0 or n_gen < 0 or (n_prompt == 0 and n_gen == 0):
+        raise ValueError("need -p > 0 or -n > 0 (and neither negative)")
+    if reps < 1:
+        raise ValueError("repetitions must be at least 1")
+    if not threads or any(t < 1 for t in threads):
+        raise ValueError("thread counts must be positive integers")
+    p = os.fspath(path)
+    if not Path(p).is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    note = progress if callable(progress) else (lambda _line: None)
+    info, isa = _cpu_info()
+    n_ctx = max(n_prompt, n_gen) + 8
+    n_batch = max(n_prompt, 1)
+    report: BenchReport | None = None
+    for t in threads:
+        model, session, applied = _open_model(p, t, n_ctx, n_batch)
+        try:
+            core = model._core
+            if report is None:
+                params, types, read, read_note = _model_stats(core)
+                name = core.file.get("general.name") or Path(p).stem
+                report = BenchReport(
+                    date=datetime.datetime.now(datetime.timezone.utc).strftime(
+                        "%Y-%m-%d %H:%M UTC"
+                    ),
+                    commit=_commit(),
+                    cpu=_cpu_brand(),
+                    isa=str(getattr(core, "kernel_isa", isa)),
+                    cpu_info=info,
+                    hardware_threads=os.cpu_count() or 1,
+                    model_path=p,
+                    model_name=str(name),
+                    model_size_bytes=Path(p).stat().st_size,
+                    model_params=params,
+                    weight_types=types,
+                    bytes_read_per_token=read,
+                    bytes_read_note=read_note,
+                )
+            n_vocab = int(core.config["n_vocab"])
+            rng = np.random.default_rng(seed)
+            if n_prompt:
+                prompt = rng.integers(0, n_vocab, size=n_prompt, dtype=np.int32)
+                samples = []
+                for rep in range(reps + 1):
+                    session.truncate(0)
+                    t0 = time.perf_counter()
+                    session.decode(prompt, False)
+                    dt = time.perf_counter() - t0
+                    if rep:
+                        samples.append(dt)
+                r = _summary(f"pp{n_prompt}", n_prompt, 0, t, applied, n_prompt, samples)
+                report.results.append(r)
+                note(f"pp{n_prompt} t={t}: {r.tokens_per_s:.2f} tokens/s")
+            if n_gen:
+                first = int(rng.integers(0, n_vocab))
+                samples = []
+                for rep in range(reps + 1):
+                    session.truncate(0)
+                    tok = np.array([first], dtype=np.int32)
+                    t0 = time.perf_counter()
+                    for _ in range(n_gen):
+                        logits = session.decode(tok, False)
+                        tok[0] = int(np.argmax(logits))
+                    dt = time.perf_counter() - t0
+                    if rep:
+                        samples.append(dt)
+                r = _summary(f"tg{n_gen}", 0, n_gen, t, applied, n_gen, samples)
+                r.gb_per_s = report.bytes_read_per_token * r.tokens_per_s / 1e9
+                report.results.append(r)
+                note(f"tg{n_gen} t={t}: {r.tokens_per_s:.2f} tokens/s")
+        finally:
+            del session
+            model.close()
+    assert report is not None
+    if membw is not None:
+        for t in threads:
+            bw = measure_read_bandwidth(t) if isinstance(membw, str) else float(membw)
+            report.read_bandwidth_gbps[t] = bw
+        for r in report.results:
+            measured = report.read_bandwidth_gbps.get(r.threads)
+            if r.gb_per_s is not None and measured:
+                r.pct_of_read_bw = 100.0 * r.gb_per_s / measured
+    return report
+
+
+def to_json(report: BenchReport) -> str:
+    """The report as JSON (one object: machine, model, results)."""
+    d = asdict(report)
+    d["read_bandwidth_gbps"] = {str(k): v for k, v in report.read_bandwidth_gbps.items()}
+    return json.dumps(d, indent=2, default=str)
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def to_markdown(report: BenchReport) -> str:
+    """The report as a llama-bench style markdown table with a header of context lines."""
+    lines = [
+        f"bitnet bench, {report.date}, commit {report.commit}",
+        f"CPU {report.cpu} ({report.hardware_threads} hardware threads), kernels {report.isa}",
+        (
+            f"model {report.model_path}: {report.model_name}, {report.weight_types}, "
+            f"{_size_text(report.model_size_bytes)}, {report.model_params / 1e9:.2f} B "
+            f"parameters, {report.bytes_read_per_token / (1 << 20):.0f} MiB of weights read "
+            f"per token ({report.bytes_read_note})"
+        ),
+    ]
+    if report.read_bandwidth_gbps:
+        bw = ", ".join(f"{v:.1f} GB/s at {k} t" for k, v in report.read_bandwidth_gbps.items())
+        lines.append(f"measured read bandwidth: {bw}")
+    if any(not r.threads_applied for r in report.results):
+        lines.append("note: this build has no thread option; every row ran its default threads")
+    lines += [
+        "",
+        "| model | size | params | isa | threads | test | t/s | min-max | GB/s | % of read BW |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report.results:
+        gbps = f"{r.gb_per_s:.2f}" if r.gb_per_s is not None else ""
+        pct = f"{r.pct_of_read_bw:.0f}%" if r.pct_of_read_bw is not None else ""
+        lines.append(
+            f"| {report.model_name} | {_size_text(report.model_size_bytes)} | "
+            f"{report.model_params / 1e9:.2f} B | {report.isa} | {r.threads} | {r.test} | "
+            f"{r.tokens_per_s:.2f} ± {r.stdev:.2f} | "
+            f"{r.min_tokens_per_s:.2f}-{r.max_tokens_per_s:.2f} | {gbps} | {pct} |"
+        )
+    return "\n".join(lines) + "\n"
