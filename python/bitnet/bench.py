@@ -194,19 +194,28 @@ def measure_read_bandwidth(threads: int, *, size_mb: int = 512, reps: int = 5) -
 
 
 def _open_model(path: str, n_threads: int, n_ctx: int, n_batch: int) -> tuple[Any, Any, bool]:
-    """(model, session, whether n_threads was applied): threads through bitnet.Model."""
+    """(model, session, whether n_threads was applied).
+
+    Threads go to bitnet.Model (n_threads=) and to the session (the extension's Session takes
+    n_threads=); a build without either runs its default and says so in the report.
+    """
     from .model import Model
 
-    applied = True
+    model_threads = True
     try:
         m = Model(path, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)  # type: ignore[call-arg]
     except TypeError:
-        applied = False
+        model_threads = False
         m = Model(path, n_ctx=n_ctx, n_batch=n_batch)
-    pool = getattr(m, "_live_pool", None)
+    try:
+        session = _core.Session(m._core, n_ctx, n_batch, n_threads=n_threads)  # type: ignore[call-arg]
+        return m, session, True
+    except TypeError:
+        pass
     # A session of Model's own pool is configured as Model configures them (threads included).
+    pool = getattr(m, "_live_pool", None)
     session = pool().acquire().session if callable(pool) else _core.Session(m._core, n_ctx, n_batch)
-    return m, session, applied
+    return m, session, model_threads
 
 
 def _summary(
