@@ -6,7 +6,9 @@
 
 #include "bindings/bindings.h"
 #include "core/error.h"
+#include "kernels/cpu_features.h"
 #include "kernels/kernels.h"
+#include "runtime/thread_pool.h"
 #include "model/repack.h"
 
 namespace py = pybind11;
@@ -21,6 +23,21 @@ using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 void init_kernels(py::module_& m) {
     m.def("kernel_isa", [] { return std::string(kernels::active_kernels().isa); },
           "The instruction set of the kernels this process uses.");
+
+    m.def("cpu_info", [] {
+        const kernels::CpuFeatures& f = kernels::cpu_features();
+        py::dict d;
+        d["brand"] = f.brand;
+        d["features"] = f.summary();
+        d["isa"] = std::string(kernels::active_kernels().isa);
+        py::list available;
+        for (const char* isa : {"ref", "avx2", "neon", "dotprod"}) {
+            if (kernels::kernels_for(isa) != nullptr) available.append(isa);
+        }
+        d["available_isas"] = available;
+        d["hardware_threads"] = ThreadPool::hardware_threads();
+        return d;
+    }, "What this CPU supports and which kernels were chosen.");
 
     m.def("quantize_i8", [](F32Array x) {
         if (x.ndim() != 2) throw ShapeError("x must be 2-D (n_tokens, n)");

@@ -41,10 +41,30 @@ py::dict config_dict(const ModelConfig& c) {
 void init_model(py::module_& m) {
     py::class_<Model, std::shared_ptr<Model>>(m, "Model",
         "Weights of a model loaded from a GGUF file. Immutable and shareable between sessions.")
-        .def(py::init([](const std::string& path) {
-                 return std::const_pointer_cast<Model>(Model::load(path));
+        .def(py::init([](const std::string& path, const std::string& output_type,
+                         const std::string& isa, const std::string& kernel) {
+                 LoadOptions options;
+                 options.isa = isa;
+                 options.kernel = kernel;
+                 if (output_type == "auto") {
+                     options.output = OutputType::kAuto;
+                 } else if (output_type == "q8_0") {
+                     options.output = OutputType::kQ8;
+                 } else if (output_type == "f32") {
+                     options.output = OutputType::kF32;
+                 } else {
+                     throw ShapeError("output_type must be 'auto', 'q8_0' or 'f32', not '" +
+                                      output_type + "'");
+                 }
+                 return std::const_pointer_cast<Model>(Model::load(path, options));
              }),
-             py::arg("path"), py::call_guard<py::gil_scoped_release>())
+             py::arg("path"), py::arg("output_type") = "auto", py::arg("isa") = "",
+             py::arg("kernel") = "", py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("output_type", [](const Model& mdl) {
+            return mdl.output_type() == OutputType::kQ8 ? "q8_0" : "f32";
+        })
+        .def_property_readonly("bytes_per_token", &Model::bytes_per_token,
+                               "Bytes of weights one decoded token reads.")
         .def_property_readonly("path", [](const Model& mdl) { return mdl.file().path(); })
         .def_property_readonly("config", [](const Model& mdl) { return config_dict(mdl.config()); })
         .def_property_readonly("file", [](std::shared_ptr<Model> mdl) {
@@ -62,6 +82,8 @@ void init_model(py::module_& m) {
                     d["n_in"] = w->n_in;
                     d["binary"] = w->binary;
                     d["source_type"] = type_name(w->source_type);
+                    d["kernel"] = w->binary ? "binary"
+                                  : w->kernel == kernels::TernaryKernel::kLut ? "lut" : "mad";
                     out.append(d);
                 }
             }
@@ -74,18 +96,8 @@ void init_model(py::module_& m) {
                     if (w->name != name) continue;
                     py::array_t<int8_t> codes({w->n_out, w->n_in});
                     auto c = codes.mutable_unchecked<2>();
-                    const int64_t row_bytes = w->binary ? w->k_pad / 8 : w->k_pad / 4;
                     for (int64_t r = 0; r < w->n_out; ++r) {
-                        const uint8_t* row = w->packed.data() + r * row_bytes;
-                        for (int64_t j = 0; j < w->n_in; ++j) {
-                            if (w->binary) {
-                                c(r, j) = ((row[j / 8] >> (j % 8)) & 1) ? 1 : -1;
-                            } else {
-                                const int64_t within = j % kernels::kT2Block;
-                                const uint8_t byte = row[(j / kernels::kT2Block) * kernels::kT2BlockBytes + within % 32];
-                                c(r, j) = static_cast<int8_t>(((byte >> (2 * (within / 32))) & 3) - 1);
-                            }
-                        }
+                        for (int64_t j = 0; j < w->n_in; ++j) c(r, j) = static_cast<int8_t>(w->code(r, j));
                     }
                     return py::make_tuple(codes, py::array_t<float>(w->row_scale.size(), w->row_scale.data()));
                 }
@@ -95,10 +107,15 @@ void init_model(py::module_& m) {
 
     py::class_<Session>(m, "Session",
         "A KV cache over a Model. Not thread-safe: use one Session per thread.")
-        .def(py::init([](std::shared_ptr<Model> mdl, int64_t n_ctx, int64_t n_batch) {
-                 return std::make_unique<Session>(mdl, n_ctx, n_batch);
+        .def(py::init([](std::shared_ptr<Model> mdl, int64_t n_ctx, int64_t n_batch,
+                         int n_threads, bool kv_f16) {
+                 return std::make_unique<Session>(
+                     mdl, SessionOptions{n_ctx, n_batch, n_threads, kv_f16});
              }),
-             py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_batch") = 256)
+             py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_batch") = 256,
+             py::arg("n_threads") = 0, py::arg("kv_f16") = false)
+        .def_property_readonly("n_threads", &Session::n_threads)
+        .def_property_readonly("kv_f16", &Session::kv_f16)
         .def_property_readonly("n_ctx", &Session::n_ctx)
         .def_property_readonly("n_past", &Session::n_past)
         .def("truncate", &Session::truncate, py::arg("n"))

@@ -271,4 +271,32 @@ PackedLinear pack_linear(const GgufFile& f, const GgufTensor& t, bool allow_late
     return out;
 }
 
+int PackedLinear::code(int64_t r, int64_t j) const {
+    if (binary) {
+        const uint8_t* row = packed.data() + r * (k_pad / 8);
+        return ((row[j / 8] >> (j % 8)) & 1) ? 1 : -1;
+    }
+    if (kernel == kernels::TernaryKernel::kLut) {
+        const uint8_t* tile = packed.data() + (r / kernels::kL2TileRows) * (k_pad / 4) * kernels::kL2ChunkBytes;
+        const uint8_t byte = tile[(j / 4) * kernels::kL2ChunkBytes + r % kernels::kL2TileRows];
+        const int idx = (byte >> (4 * ((j % 4) / 2))) & 0x0f;
+        return (j % 2 == 0 ? idx / 3 : idx % 3) - 1;
+    }
+    const uint8_t* row = packed.data() + r * (k_pad / 4);
+    const int64_t within = j % kT2Block;
+    const uint8_t byte = row[(j / kT2Block) * kT2BlockBytes + within % 32];
+    return ((byte >> (2 * (within / 32))) & 3) - 1;
+}
+
+void PackedLinear::use_kernel(kernels::TernaryKernel k) {
+    if (binary || k == kernel) return;
+    if (k == kernels::TernaryKernel::kLut) {
+        const int64_t n_tiles = (n_out + kernels::kL2TileRows - 1) / kernels::kL2TileRows;
+        AlignedBuffer<uint8_t> l2(static_cast<size_t>(n_tiles * 8 * k_pad));
+        kernels::pack_l2_from_t2(t2(), l2.data());
+        packed = std::move(l2);
+        kernel = k;
+    }
+}
+
 }  // namespace bitnet

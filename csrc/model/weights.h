@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/aligned_buffer.h"
 #include "format/gguf.h"
+#include "kernels/kernels.h"
 #include "model/config.h"
 #include "model/repack.h"
 
@@ -41,9 +43,21 @@ struct LayerWeights {
     PackedLinear w_down;               // (n_embd, n_ff)
 };
 
+// The output layer requantized to int8 blocks (kernels.h, layout Q8) at load.
+struct Q8Output {
+    AlignedBuffer<int8_t> q;  // (n_rows, n_cols)
+    AlignedBuffer<float> d;   // (n_rows, n_cols / 32)
+    int64_t n_rows = 0;
+    int64_t n_cols = 0;
+
+    bool empty() const { return n_rows == 0; }
+    kernels::Q8Matrix view() const { return {q.data(), d.data(), n_rows, n_cols}; }
+};
+
 struct ModelWeights {
     DenseMatrix token_embd;            // (n_vocab, n_embd)
     DenseMatrix output;                // (n_vocab, n_embd); token_embd when tied
+    Q8Output output_q8;                // the output layer in int8, when chosen at load
     std::vector<float> output_norm;    // (n_embd)
     std::vector<LayerWeights> layers;  // (n_layers)
 

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from ._core import cpu_info as _cpu_info
 from .api import generate
 from .chat import TemplateError
 from .convert import convert
@@ -20,6 +21,22 @@ from .model import Model, load
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
+
+
+def cpu_info() -> dict[str, object]:
+    """What this CPU supports and which kernels bitnet chose for it.
+
+    Returns:
+        A dict with ``brand`` (the CPU's name), ``features`` (e.g. ``"x86_64 avx2 fma f16c"``),
+        ``isa`` (the kernels in use: ``ref``, ``avx2``, ``neon`` or ``dotprod``; lowered with the
+        environment variable ``BITNET_ISA``), ``available_isas`` and ``hardware_threads``.
+
+    Example:
+        >>> bitnet.cpu_info()["isa"]  # doctest: +SKIP
+        'avx2'
+    """
+    return dict(_cpu_info())
+
 
 __all__ = [
     "BitnetError",
@@ -32,6 +49,7 @@ __all__ = [
     "UnsupportedError",
     "__version__",
     "convert",
+    "cpu_info",
     "generate",
     "load",
 ]

@@ -146,14 +146,27 @@ class SessionPool:
             pages a session has touched stay allocated while it is kept).
     """
 
-    def __init__(self, model: _core.Model, n_ctx: int, n_batch: int, max_idle: int = 2) -> None:
+    def __init__(
+        self,
+        model: _core.Model,
+        n_ctx: int,
+        n_batch: int,
+        max_idle: int = 2,
+        *,
+        n_threads: int = 0,
+        kv_f16: bool = False,
+    ) -> None:
         self._model = model
         self._n_batch = n_batch
+        self._n_threads = n_threads
+        self._kv_f16 = kv_f16
         self._max_idle = max_idle
         self._lock = threading.Lock()
         self._closed = False
-        first = _core.Session(model, n_ctx, n_batch)  # validates n_ctx / n_batch now
+        # Validates n_ctx / n_batch / n_threads now.
+        first = _core.Session(model, n_ctx, n_batch, n_threads, kv_f16)
         self.n_ctx = int(first.n_ctx)
+        self.n_threads = int(first.n_threads)
         self._idle: list[Slot] = [Slot(first, [])]
 
     def acquire(self, prompt: Sequence[int] | None = None) -> Slot:
@@ -169,7 +182,8 @@ class SessionPool:
                     best, best_len = i, n
             if best >= 0:
                 return self._idle.pop(best)
-        return Slot(_core.Session(self._model, self.n_ctx, self._n_batch), [])
+        session = _core.Session(self._model, self.n_ctx, self._n_batch, self._n_threads, self._kv_f16)
+        return Slot(session, [])
 
     def release(self, slot: Slot) -> None:
         """Takes a session back, first making its token record agree with its cache."""

@@ -42,8 +42,23 @@ class Model:
         'Hello! How can I help you today?'
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, n_ctx: int = 0, n_batch: int = 256) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 0,
+        n_batch: int = 256,
+        n_threads: int | None = None,
+        kv_cache: str = "f32",
+        output_type: str = "auto",
+        isa: str | None = None,
+        kernel: str | None = None,
+    ) -> None:
         self.path = os.fspath(path)
+        if n_threads is not None and not 1 <= n_threads <= 1024:
+            raise ShapeError(f"n_threads must be between 1 and 1024, got {n_threads}")
+        if kv_cache not in ("f32", "f16"):
+            raise ShapeError(f"kv_cache must be 'f32' or 'f16', got {kv_cache!r}")
         p = Path(self.path)
         if p.is_dir():
             hint = " (a Hugging Face checkpoint: convert it with `bitnet convert`)"
@@ -53,8 +68,10 @@ class Model:
             )
         if not p.exists():
             raise FileNotFoundError(f"{self.path}: no such file")
-        self._core = _core.Model(self.path)
-        self._pool: SessionPool | None = SessionPool(self._core, n_ctx, n_batch)
+        self._core = _core.Model(self.path, output_type, isa or "", kernel or "")
+        self._pool: SessionPool | None = SessionPool(
+            self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_f16=kv_cache == "f16"
+        )
         self._n_ctx = self._pool.n_ctx
         self._tokenizer: Tokenizer | None = None
 
@@ -73,6 +90,24 @@ class Model:
     def n_ctx(self) -> int:
         """The most tokens one sequence (prompt plus generated text) can hold."""
         return self._n_ctx
+
+    @property
+    def n_threads(self) -> int:
+        """Threads each forward pass runs on."""
+        return self._live_pool().n_threads
+
+    @property
+    def output_type(self) -> str:
+        """How the output layer is computed: ``"q8_0"`` (int8, the default) or ``"f32"``."""
+        return str(self._core.output_type)
+
+    @property
+    def kernels(self) -> dict[str, Any]:
+        """Which kernels run this model: the ISA and the family of each BitLinear weight."""
+        families: dict[str, int] = {}
+        for info in self._core.linear_info():
+            families[info["kernel"]] = families.get(info["kernel"], 0) + 1
+        return {"isa": self._core.kernel_isa, "linear": families, "output": self.output_type}
 
     @property
     def metadata(self) -> Any:
@@ -564,6 +599,11 @@ def load(
     *,
     n_ctx: int = 0,
     n_batch: int = 256,
+    n_threads: int | None = None,
+    kv_cache: str = "f32",
+    output_type: str = "auto",
+    isa: str | None = None,
+    kernel: str | None = None,
     revision: str | None = None,
     progress: bool = True,
 ) -> Model:
@@ -576,6 +616,15 @@ def load(
             name from ``bitnet models`` ("bitnet-2b4t").
         n_ctx: Context length to allocate (0: the model's training context).
         n_batch: Most tokens per forward pass when processing a prompt.
+        n_threads: Threads of each forward pass (None: every hardware thread).
+        kv_cache: ``"f32"`` or ``"f16"`` (half the KV-cache memory; attention math stays float).
+        output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
+            ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits
+            within about 1% of exact) or ``"f32"`` (exact float products of the file's values).
+        isa: Kernel instruction set (``"ref"``, ``"avx2"``, ``"neon"``, ``"dotprod"``; None:
+            the best this CPU has, or ``BITNET_ISA``). For comparisons and debugging.
+        kernel: Ternary matrix-product family, ``"mad"`` (multiply-add) or ``"lut"`` (lookup
+            tables); None: ``BITNET_KERNEL`` or the measured choice for this CPU.
         revision: Hub branch, tag or commit (hub names only).
         progress: Show progress bars for downloads and conversion (hub names only).
 
@@ -595,4 +644,13 @@ def load(
         name = os.fspath(hub.resolve(name, revision=revision, progress=progress))
     elif revision is not None:
         raise ValueError(f"revision= applies to hub models, but {name!r} is a local path")
-    return Model(name, n_ctx=n_ctx, n_batch=n_batch)
+    return Model(
+        name,
+        n_ctx=n_ctx,
+        n_batch=n_batch,
+        n_threads=n_threads,
+        kv_cache=kv_cache,
+        output_type=output_type,
+        isa=isa,
+        kernel=kernel,
+    )
