@@ -75,6 +75,7 @@ class BenchReport:
     model_size_bytes: int
     model_params: int
     weight_types: str
+    kernels: Any
     bytes_read_per_token: int
     bytes_read_note: str
     read_bandwidth_gbps: dict[int, float] = field(default_factory=dict)
@@ -147,6 +148,8 @@ def _model_stats(core: Any) -> tuple[int, str, int, str]:
     out_name = "output.weight" if "output.weight" in tensors else "token_embd.weight"
     out = tensors.get(out_name)
     types_text = "/".join(types) + (f", output {out['type_name']}" if out else "")
+    if getattr(core, "output_type", None):
+        types_text += f" run as {core.output_type}"
     if isinstance(exact, int) and exact > 0:
         return params, types_text, exact, "reported by the engine"
     # BitLinear weights as the engine holds them after repacking: rows padded to 128 weights,
@@ -163,6 +166,14 @@ def _model_stats(core: Any) -> tuple[int, str, int, str]:
         "as stored in the file"
     )
     return params, types_text, read, note
+
+
+def _kernels(model: Any) -> Any:
+    """Model.kernels (the ISA and the kernel family of each BitLinear weight), where it exists."""
+    try:
+        return getattr(model, "kernels", None)
+    except (AttributeError, RuntimeError, KeyError):
+        return None
 
 
 def measure_read_bandwidth(threads: int, *, size_mb: int = 512, reps: int = 5) -> float:
@@ -193,29 +204,30 @@ def measure_read_bandwidth(threads: int, *, size_mb: int = 512, reps: int = 5) -
     return float(statistics.median(best))
 
 
-def _open_model(path: str, n_threads: int, n_ctx: int, n_batch: int) -> tuple[Any, Any, bool]:
-    """(model, session, whether n_threads was applied).
+def _open_model(
+    path: str, n_threads: int, n_ctx: int, n_batch: int, options: dict[str, Any]
+) -> tuple[Any, Any, bool]:
+    """(model, session, whether n_threads was applied) through bitnet.Model.
 
-    Threads go to bitnet.Model (n_threads=) and to the session (the extension's Session takes
-    n_threads=); a build without either runs its default and says so in the report.
+    A build whose Model has no n_threads option (before the threaded decoder) runs its default
+    and the report says so.
     """
     from .model import Model
 
-    model_threads = True
+    applied = True
     try:
-        m = Model(path, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads)  # type: ignore[call-arg]
+        m = Model(path, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, **options)
     except TypeError:
-        model_threads = False
+        if options:
+            raise
+        applied = False
         m = Model(path, n_ctx=n_ctx, n_batch=n_batch)
-    try:
-        session = _core.Session(m._core, n_ctx, n_batch, n_threads=n_threads)  # type: ignore[call-arg]
-        return m, session, True
-    except TypeError:
-        pass
     # A session of Model's own pool is configured as Model configures them (threads included).
     pool = getattr(m, "_live_pool", None)
     session = pool().acquire().session if callable(pool) else _core.Session(m._core, n_ctx, n_batch)
-    return m, session, model_threads
+    if applied and int(getattr(session, "n_threads", n_threads)) != n_threads:
+        applied = False
+    return m, session, applied
 
 
 def _summary(
@@ -252,6 +264,9 @@ def run_bench(
     reps: int = 3,
     seed: int = 0,
     membw: float | str | None = None,
+    isa: str | None = None,
+    kernel: str | None = None,
+    output_type: str | None = None,
     progress: Any = None,
 ) -> BenchReport:
     """Measures pp and tg of the model at each thread count.
@@ -265,6 +280,9 @@ def run_bench(
         seed: Seed of the random prompt tokens.
         membw: Read bandwidth to compare tg against: None (skip), "auto" (measure now, per
             thread count, with :func:`measure_read_bandwidth`) or a number in GB/s.
+        isa: Kernel ISA to force (``bitnet.load``'s isa=), None for the best.
+        kernel: Ternary kernel family to force, ``"mad"`` or ``"lut"``; None for the default.
+        output_type: Output layer (``"auto"``, ``"q8_0"``, ``"f32"``); None for the default.
         progress: Optional callable taking one line of progress text.
 
     Returns:
@@ -280,12 +298,17 @@ def run_bench(
     if not Path(p).is_file():
         raise FileNotFoundError(f"{p}: no such file")
     note = progress if callable(progress) else (lambda _line: None)
-    info, isa = _cpu_info()
+    info, info_isa = _cpu_info()
     n_ctx = max(n_prompt, n_gen) + 8
     n_batch = max(n_prompt, 1)
+    options = {
+        k: v
+        for k, v in (("isa", isa), ("kernel", kernel), ("output_type", output_type))
+        if v is not None
+    }
     report: BenchReport | None = None
     for t in threads:
-        model, session, applied = _open_model(p, t, n_ctx, n_batch)
+        model, session, applied = _open_model(p, t, n_ctx, n_batch, options)
         try:
             core = model._core
             if report is None:
@@ -296,8 +319,10 @@ def run_bench(
                         "%Y-%m-%d %H:%M UTC"
                     ),
                     commit=_commit(),
-                    cpu=_cpu_brand(),
-                    isa=str(getattr(core, "kernel_isa", isa)),
+                    cpu=str(info.get("brand") or _cpu_brand())
+                    if isinstance(info, dict)
+                    else _cpu_brand(),
+                    isa=str(getattr(core, "kernel_isa", info_isa)),
                     cpu_info=info,
                     hardware_threads=os.cpu_count() or 1,
                     model_path=p,
@@ -305,6 +330,7 @@ def run_bench(
                     model_size_bytes=Path(p).stat().st_size,
                     model_params=params,
                     weight_types=types,
+                    kernels=_kernels(model),
                     bytes_read_per_token=read,
                     bytes_read_note=read_note,
                 )
@@ -378,6 +404,9 @@ def to_markdown(report: BenchReport) -> str:
             f"per token ({report.bytes_read_note})"
         ),
     ]
+    if isinstance(report.kernels, dict):
+        fams = ", ".join(f"{k} x{v}" for k, v in dict(report.kernels.get("linear", {})).items())
+        lines.append(f"BitLinear kernels: {fams}; output layer {report.kernels.get('output')}")
     if report.read_bandwidth_gbps:
         bw = ", ".join(f"{v:.1f} GB/s at {k} t" for k, v in report.read_bandwidth_gbps.items())
         lines.append(f"measured read bandwidth: {bw}")

@@ -227,6 +227,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         reps=args.reps,
         seed=args.seed,
         membw=membw,
+        isa=args.isa,
+        kernel=args.kernel,
+        output_type=args.output_type,
         progress=None if args.quiet else (lambda line: print(line, file=err, flush=True)),
     )
     sys.stdout.write(to_json(report) + "\n" if args.output == "json" else to_markdown(report))
@@ -399,6 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="auto|GBPS",
         help="read bandwidth to compare tg with: 'auto' measures it, or a number in GB/s",
+    )
+    b.add_argument(
+        "--isa", default=None, help="force a lower kernel ISA (ref, avx2, neon, dotprod)"
+    )
+    b.add_argument(
+        "--kernel", choices=["mad", "lut"], default=None, help="force a ternary kernel family"
+    )
+    b.add_argument(
+        "--output-type",
+        choices=["auto", "q8_0", "f32"],
+        default=None,
+        help="output layer computation (default: the model's auto choice)",
     )
     b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
