@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/aligned_buffer.h"
+#include "membw.h"
 #include "kernels/cpu_features.h"
 #include "kernels/kernels.h"
 #include "runtime/thread_pool.h"
@@ -209,32 +210,19 @@ void report(const Options& o, const Result& r, std::vector<Result>* all) {
 
 // ---- memory read bandwidth ----------------------------------------------------------------
 
+const char* g_membw_isa = "baseline";  // the probe variant used (membw.h)
+
 struct BandwidthResult {
     int threads;
     double gbps_median, gbps_max;
 };
-
-// Sum of 64-bit words over [p, p + n): four independent accumulators so the loop is bound by
-// loads (the compiler vectorizes it with the baseline ISA's 16-byte loads).
-uint64_t sum_words(const uint64_t* p, int64_t n) {
-    uint64_t a = 0, b = 0, c = 0, d = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a += p[i];
-        b += p[i + 1];
-        c += p[i + 2];
-        d += p[i + 3];
-    }
-    for (; i < n; ++i) a += p[i];
-    return a + b + c + d;
-}
 
 std::vector<BandwidthResult> measure_bandwidth(const Options& o) {
     const int64_t n_words = (o.membw_mb << 20) / 8;
     AlignedBuffer<uint64_t> buf(static_cast<size_t>(n_words));
     for (int64_t i = 0; i < n_words; ++i) buf[i] = static_cast<uint64_t>(i);
     std::vector<BandwidthResult> out;
-    volatile uint64_t sink = 0;
+    volatile uint64_t sink = bench::sum_words(buf.data(), 0, &g_membw_isa);  // names the variant
     for (int nt : o.threads) {
         ThreadPool pool(nt);
         std::vector<uint64_t> partial(static_cast<size_t>(nt) * 8, 0);
@@ -244,7 +232,7 @@ std::vector<BandwidthResult> measure_bandwidth(const Options& o) {
             pool.run([&](int i, int n) {
                 int64_t b = 0, e = 0;
                 split_range(n_words, 512, i, n, &b, &e);
-                partial[static_cast<size_t>(i) * 8] = sum_words(buf.data() + b, e - b);
+                partial[static_cast<size_t>(i) * 8] = bench::sum_words(buf.data() + b, e - b, nullptr);
             });
             const double dt = std::chrono::duration<double>(Clock::now() - s).count();
             for (int i = 0; i < nt; ++i) sink = sink + partial[static_cast<size_t>(i) * 8];
@@ -552,16 +540,18 @@ int main(int argc, char** argv) {
                     "  \"hardware_threads\": %d,\n  \"membw\": [",
                     active_kernels().isa, isa_list, ThreadPool::hardware_threads());
         for (size_t i = 0; i < bw.size(); ++i)
-            std::printf("%s{\"threads\": %d, \"read_gbps\": %.3f, \"read_gbps_max\": %.3f}",
-                        i ? ", " : "", bw[i].threads, bw[i].gbps_median, bw[i].gbps_max);
+            std::printf("%s{\"threads\": %d, \"read_gbps\": %.3f, \"read_gbps_max\": %.3f, "
+                        "\"loads\": \"%s\"}",
+                        i ? ", " : "", bw[i].threads, bw[i].gbps_median, bw[i].gbps_max,
+                        g_membw_isa);
         std::printf("]");
     } else {
         std::printf("kernel_bench: ISAs %s (active %s), %d hardware threads\n\n", isa_list,
                     active_kernels().isa, ThreadPool::hardware_threads());
         if (!bw.empty()) {
-            std::printf("memory read bandwidth (%lld MiB buffer, sum of 64-bit words)\n\n"
+            std::printf("memory read bandwidth (%lld MiB buffer, sums of 64-bit words, %s loads)\n\n"
                         "| threads | read GB/s (median) | max |\n|---|---|---|\n",
-                        static_cast<long long>(o.membw_mb));
+                        static_cast<long long>(o.membw_mb), g_membw_isa);
             for (const BandwidthResult& b : bw)
                 std::printf("| %d | %.2f | %.2f |\n", b.threads, b.gbps_median, b.gbps_max);
             std::printf("\n");
