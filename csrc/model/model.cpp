@@ -36,8 +36,14 @@ Q8Output make_q8_output(const GgufFile& file, const DenseMatrix& src, const kern
         int64_t b = 0, e = 0;
         split_range(src.n_rows, kChunkRows, ith, nth, &b, &e);
         std::vector<float> row(static_cast<size_t>(src.n_cols));
+        const bool f16 = src.tensor->type == static_cast<uint32_t>(TensorType::F16);
         for (int64_t r = b; r < e; ++r) {
-            src.row(r, row.data());
+            if (f16) {  // the common case, on the SIMD converter
+                kt.from_f16(reinterpret_cast<const uint16_t*>(src.tensor->data + r * src.row_bytes),
+                            row.data(), src.n_cols);
+            } else {
+                src.row(r, row.data());
+            }
             kt.quantize_q8(row.data(), src.n_cols, out.q.data() + r * src.n_cols,
                            out.d.data() + r * (src.n_cols / kernels::kQ8Block));
             if ((r + 1) % kChunkRows == 0 || r + 1 == e) {
