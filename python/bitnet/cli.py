@@ -197,7 +197,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", default=None, help="hub branch, tag or commit")
     p.add_argument("--ctx", type=int, default=0, help="context length (default: the model's)")
     p.add_argument(
-        "-t", "--threads", type=int, default=None, help="threads (default: every hardware thread)"
+        "--threads", type=int, default=None, help="threads (default: every hardware thread)"
     )
 
 
