@@ -1,9 +1,10 @@
 // NEON float kernels of the decoder's hot path: dot products and axpy over float or fp16 rows
 // (attention over the KV cache), RMSNorm, fp16 conversion. Twins: the functions of the same names
 // in ref/kernels_ref.cpp. dot_f32 / dot_f16 reassociate their sums (4 accumulators of 4 lanes)
-// and use fused multiply-adds: they differ from the reference by float rounding only. axpy,
-// rms_norm's epilogue and the fp16 conversions do the reference's float operations lane by lane
-// and are bit-identical to it; rms_norm's double sum of squares is reassociated.
+// and use fused multiply-adds: they differ from the reference by float rounding only. axpy
+// (up to NaN payloads), rms_norm's epilogue and the fp16 conversions do the reference's float
+// operations lane by lane and are bit-identical to it; rms_norm's double sum of squares is
+// reassociated.
 // Same rules as kernels_neon.cpp (baseline armv8-a; fp16 <-> fp32 conversion is part of it).
 #include <arm_neon.h>
 
