@@ -87,11 +87,23 @@ def test_kernel_twins_under_qemu(cpu: str) -> None:
     assert n_passed > 10000 * len(expected)
 
 
-def _run_logits(cpu: str, model: Path, ids: list[int], tmp: Path, n_batch: int) -> np.ndarray:
+def _run_logits(
+    cpu: str,
+    model: Path,
+    ids: list[int],
+    tmp: Path,
+    n_batch: int = 256,
+    *,
+    isa: str | None = None,
+    env: dict[str, str] | None = None,
+) -> np.ndarray:
+    """Logits (flat float32) of bitnet_run under qemu; checks it ran the kernels `isa` (default:
+    the best this CPU model has)."""
     out_file = tmp / f"logits-{cpu}-{n_batch}.f32"
-    out = _qemu(cpu, BITNET_RUN, "--n-batch", str(n_batch), model, out_file, *map(str, ids))
+    args = ("--n-batch", str(n_batch), model, out_file, *map(str, ids))
+    out = _qemu(cpu, BITNET_RUN, *args, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"isa={CPUS[cpu][-1]} " in out.stdout, out.stdout
+    assert f"isa={isa or CPUS[cpu][-1]} " in out.stdout, out.stdout
     return np.fromfile(out_file, dtype="<f4")
 
 
@@ -122,3 +134,21 @@ def test_bitnet_run_reports_errors(tmp_path: Path) -> None:
     assert out.stderr.startswith("bitnet_run: "), out.stderr
     usage = _qemu("cortex-a53", BITNET_RUN, bad)
     assert usage.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("cpu", "forced", "isa"),
+    [("max", "neon", "neon"), ("max", "ref", "ref"), ("cortex-a53", "dotprod", "neon")],
+)
+def test_forced_isa_under_qemu(
+    converted: Callable[..., Path], tmp_path: Path, cpu: str, forced: str, isa: str
+) -> None:
+    # BITNET_ISA only ever lowers the level: dotprod on a CPU without SDOT runs neon.
+    import hf_fixtures as hfx
+
+    path = converted("2b4t-packed", "tq2_0")
+    model = bitnet.load(path)
+    ids = model.tokenize(TEXT)
+    want = model.logits(ids)
+    got = _run_logits(cpu, path, ids, tmp_path, isa=isa, env={"BITNET_ISA": forced})
+    hfx.assert_logits_close(got.reshape(want.shape), want)
