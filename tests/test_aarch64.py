@@ -118,12 +118,15 @@ def test_bitnet_run_matches_x86_engine(
     model = bitnet.load(path)
     ids = model.tokenize(TEXT)
     want = model.logits(ids)
-    # One pass over all tokens (multi-token kernels), then token by token (single-token GEMV
-    # kernels, the KV cache filling up one position at a time).
-    for n_batch in (256, 1):
-        got = _run_logits(cpu, path, ids, tmp_path, n_batch)
-        assert got.size == want.size, (got.size, want.shape)
-        hfx.assert_logits_close(got.reshape(want.shape), want)
+    # Both ternary families (BITNET_KERNEL: MAD, or LUT with build_lut), each in one pass over
+    # all tokens (multi-token kernels) and token by token (single-token GEMV kernels, the KV
+    # cache filling up one position at a time).
+    for kernel in ("mad", "lut"):
+        for n_batch in (256, 1):
+            env = {"BITNET_KERNEL": kernel}
+            got = _run_logits(cpu, path, ids, tmp_path, n_batch, env=env)
+            assert got.size == want.size, (kernel, n_batch, got.size, want.shape)
+            hfx.assert_logits_close(got.reshape(want.shape), want)
 
 
 def test_bitnet_run_reports_errors(tmp_path: Path) -> None:

@@ -12,6 +12,11 @@
 
 #include "kernels/isa_tables.h"
 
+// The byte diagrams (int16 entries as low/high byte pairs, lane reinterprets) are little endian.
+#if defined(__AARCH64EB__)
+#error "the ARM kernels assume little-endian AArch64"
+#endif
+
 namespace bitnet::kernels::neon {
 namespace {
 
