@@ -93,14 +93,14 @@ def _run_logits(
     ids: list[int],
     tmp: Path,
     n_batch: int = 256,
-    *,
+    *options: str,
     isa: str | None = None,
     env: dict[str, str] | None = None,
 ) -> np.ndarray:
     """Logits (flat float32) of bitnet_run under qemu; checks it ran the kernels `isa` (default:
     the best this CPU model has)."""
     out_file = tmp / f"logits-{cpu}-{n_batch}.f32"
-    args = ("--n-batch", str(n_batch), model, out_file, *map(str, ids))
+    args = ("--n-batch", str(n_batch), *options, model, out_file, *map(str, ids))
     out = _qemu(cpu, BITNET_RUN, *args, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"isa={isa or CPUS[cpu][-1]} " in out.stdout, out.stdout
@@ -119,14 +119,19 @@ def test_bitnet_run_matches_x86_engine(
     ids = model.tokenize(TEXT)
     want = model.logits(ids)
     # Both ternary families (BITNET_KERNEL: MAD, or LUT with build_lut), each in one pass over
-    # all tokens (multi-token kernels) and token by token (single-token GEMV kernels, the KV
-    # cache filling up one position at a time).
-    for kernel in ("mad", "lut"):
-        for n_batch in (256, 1):
-            env = {"BITNET_KERNEL": kernel}
-            got = _run_logits(cpu, path, ids, tmp_path, n_batch, env=env)
-            assert got.size == want.size, (kernel, n_batch, got.size, want.shape)
-            hfx.assert_logits_close(got.reshape(want.shape), want)
+    # all tokens (multi-token kernels, on several threads, once with the fp16 KV cache) and token
+    # by token (single-token GEMV kernels, the KV cache filling up one position at a time).
+    runs = [
+        ("mad", 256, ("--threads", "3")),
+        ("mad", 1, ()),
+        ("lut", 256, ("--threads", "2", "--kv-f16")),
+        ("lut", 1, ()),
+    ]
+    for kernel, n_batch, options in runs:
+        env = {"BITNET_KERNEL": kernel}
+        got = _run_logits(cpu, path, ids, tmp_path, n_batch, *options, env=env)
+        assert got.size == want.size, (kernel, n_batch, got.size, want.shape)
+        hfx.assert_logits_close(got.reshape(want.shape), want)
 
 
 def test_bitnet_run_reports_errors(tmp_path: Path) -> None:

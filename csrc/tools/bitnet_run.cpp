@@ -6,6 +6,8 @@
 //     bitnet_run [options] MODEL.gguf OUT ID [ID ...]
 //       --n-ctx N      context of the session (default: the number of ids)
 //       --n-batch N    tokens per forward pass (default 256; 1 decodes token by token)
+//       --threads N    threads of the forward pass (default 1)
+//       --kv-f16       keep the KV cache in fp16
 //       --text         write text (one line of n_vocab values per position, %.9g) instead of
 //                      raw little-endian float32 (n_ids, n_vocab), row-major
 // Prints one line to stdout: "isa=<kernels> n_vocab=<V> n_tokens=<N> elapsed_ms=<T>".
@@ -29,7 +31,7 @@ namespace {
 
 int usage(const char* message) {
     std::fprintf(stderr, "bitnet_run: %s\n", message);
-    std::fprintf(stderr, "usage: bitnet_run [--n-ctx N] [--n-batch N] [--text] MODEL.gguf OUT "
+    std::fprintf(stderr, "usage: bitnet_run [--n-ctx N] [--n-batch N] [--threads N] [--kv-f16] [--text] MODEL.gguf OUT "
                          "ID [ID ...]\n");
     return 2;
 }
@@ -66,7 +68,9 @@ bool write_logits(const std::string& path, const std::vector<float>& logits, int
 int main(int argc, char** argv) {
     int64_t n_ctx = 0;
     int64_t n_batch = 256;
+    int64_t n_threads = 1;
     bool text = false;
+    bool kv_f16 = false;
     std::vector<std::string> positional;
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
@@ -77,6 +81,13 @@ int main(int argc, char** argv) {
             }
             (a[4] == 'c' ? n_ctx : n_batch) = v;
             ++i;
+        } else if (std::strcmp(a, "--threads") == 0) {
+            if (i + 1 >= argc || !parse_int(argv[i + 1], n_threads) || n_threads < 1 || n_threads > 1024) {
+                return usage("--threads takes an integer in [1, 1024]");
+            }
+            ++i;
+        } else if (std::strcmp(a, "--kv-f16") == 0) {
+            kv_f16 = true;
         } else if (std::strcmp(a, "--text") == 0) {
             text = true;
         } else if (std::strcmp(a, "--help") == 0 || std::strcmp(a, "-h") == 0) {
@@ -102,7 +113,8 @@ int main(int argc, char** argv) {
     try {
         const std::shared_ptr<const bitnet::Model> model = bitnet::Model::load(positional[0]);
         const int64_t n_vocab = model->config().n_vocab;
-        bitnet::Session session(model, n_ctx > 0 ? n_ctx : n, n_batch);
+        bitnet::Session session(model, bitnet::SessionOptions{n_ctx > 0 ? n_ctx : n, n_batch,
+                                                              static_cast<int>(n_threads), kv_f16});
         std::vector<float> logits(static_cast<size_t>(n * n_vocab));
         const auto t0 = std::chrono::steady_clock::now();
         session.decode(ids.data(), n, logits.data(), /*all_logits=*/true);
