@@ -13,16 +13,25 @@
 namespace bitnet {
 
 constexpr size_t kBufferAlignment = 64;
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// madvise(MADV_HUGEPAGE) where the OS has it; a hint, errors ignored (mapped_file.cpp).
+void advise_huge_pages(void* p, size_t bytes);
 
 template <typename T>
 class AlignedBuffer {
  public:
     AlignedBuffer() = default;
-    explicit AlignedBuffer(size_t n) : size_(n) {
+    // huge_pages: for large, long-lived buffers read as streams (repacked weights).
+    explicit AlignedBuffer(size_t n, bool huge_pages = false) : size_(n) {
         if (n == 0) return;
         const size_t bytes = (n * sizeof(T) + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
         void* p = nullptr;
-        if (posix_memalign(&p, kBufferAlignment, bytes) != 0) throw std::bad_alloc();
+        // Huge-page buffers start on a 2 MiB boundary and ask for transparent huge pages:
+        // streaming a model through 4 KiB pages costs a TLB miss every 4 KiB.
+        const bool huge = huge_pages && bytes >= kHugePage;
+        if (posix_memalign(&p, huge ? kHugePage : kBufferAlignment, bytes) != 0) throw std::bad_alloc();
+        if (huge) advise_huge_pages(p, bytes);
         data_ = static_cast<T*>(p);
     }
     ~AlignedBuffer() { std::free(data_); }

@@ -83,4 +83,13 @@ void MappedFile::release_pages(uint64_t offset, uint64_t size) const {
 #endif
 }
 
+void advise_huge_pages(void* p, size_t bytes) {
+#if defined(BITNET_HAVE_MMAP) && defined(MADV_HUGEPAGE)
+    ::madvise(p, bytes, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 }  // namespace bitnet

@@ -22,21 +22,36 @@ std::vector<PackedLinear*> linears(LayerWeights& l) {
     return {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down};
 }
 
-// Requantizes the output layer to Q8 blocks, rows split over the threads of pool.
-Q8Output make_q8_output(const DenseMatrix& src, const kernels::KernelTable& kt, ThreadPool& pool) {
+// Requantizes the output layer to Q8 blocks, rows split over the threads of pool. The source
+// rows' pages are released chunk by chunk, so the float copy never becomes resident as a whole.
+Q8Output make_q8_output(const GgufFile& file, const DenseMatrix& src, const kernels::KernelTable& kt,
+                        ThreadPool& pool) {
+    constexpr int64_t kChunkRows = 1024;
     Q8Output out;
     out.n_rows = src.n_rows;
     out.n_cols = src.n_cols;
-    out.q = AlignedBuffer<int8_t>(static_cast<size_t>(src.n_rows * src.n_cols));
-    out.d = AlignedBuffer<float>(static_cast<size_t>(src.n_rows * src.n_cols / kernels::kQ8Block));
+    out.q = AlignedBuffer<int8_t>(static_cast<size_t>(src.n_rows * src.n_cols), true);
+    out.d = AlignedBuffer<float>(static_cast<size_t>(src.n_rows * src.n_cols / kernels::kQ8Block), true);
     pool.run([&](int ith, int nth) {
         int64_t b = 0, e = 0;
-        split_range(src.n_rows, 64, ith, nth, &b, &e);
+        split_range(src.n_rows, kChunkRows, ith, nth, &b, &e);
         std::vector<float> row(static_cast<size_t>(src.n_cols));
+        const bool f16 = src.tensor->type == static_cast<uint32_t>(TensorType::F16);
         for (int64_t r = b; r < e; ++r) {
-            src.row(r, row.data());
+            if (f16) {  // the common case, on the SIMD converter
+                kt.from_f16(reinterpret_cast<const uint16_t*>(src.tensor->data + r * src.row_bytes),
+                            row.data(), src.n_cols);
+            } else {
+                src.row(r, row.data());
+            }
             kt.quantize_q8(row.data(), src.n_cols, out.q.data() + r * src.n_cols,
                            out.d.data() + r * (src.n_cols / kernels::kQ8Block));
+            if ((r + 1) % kChunkRows == 0 || r + 1 == e) {
+                const int64_t first = r + 1 - ((r - b) % kChunkRows + 1);
+                file.mapped().release_pages(
+                    src.tensor->offset + static_cast<uint64_t>(first) * src.row_bytes,
+                    static_cast<uint64_t>(r + 1 - first) * src.row_bytes);
+            }
         }
     });
     return out;
@@ -99,10 +114,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
     m->output_type_ = out;
     if (out == OutputType::kQ8) {
         ThreadPool pool(n_threads);
-        m->weights_.output_q8 = make_q8_output(m->weights_.output, *m->kernels_, pool);
         // Only the int8 copy is read from now on; embedding rows fault back in as looked up.
-        const GgufTensor& t = *m->weights_.output.tensor;
-        m->file_->mapped().release_pages(t.offset, t.size_bytes);
+        m->weights_.output_q8 = make_q8_output(*m->file_, m->weights_.output, *m->kernels_, pool);
     }
     return m;
 }

@@ -250,7 +250,7 @@ PackedLinear pack_linear(const GgufFile& f, const GgufTensor& t, bool allow_late
     const auto type = static_cast<TensorType>(t.type);
     out.binary = type == TensorType::Q1_0;
     const int64_t row_bytes = out.binary ? out.k_pad / 8 : out.k_pad / 4;
-    out.packed = AlignedBuffer<uint8_t>(static_cast<size_t>(out.n_out * row_bytes));
+    out.packed = AlignedBuffer<uint8_t>(static_cast<size_t>(out.n_out * row_bytes), true);
     // Columns past n_in keep zero bytes (code 0 in T2, bit 0 in B1): any valid code works there,
     // because the kernels' padded activations are 0.
     std::memset(out.packed.data(), 0, out.packed.size());
@@ -292,7 +292,7 @@ void PackedLinear::use_kernel(kernels::TernaryKernel k) {
     if (binary || k == kernel) return;
     if (k == kernels::TernaryKernel::kLut) {
         const int64_t n_tiles = (n_out + kernels::kL2TileRows - 1) / kernels::kL2TileRows;
-        AlignedBuffer<uint8_t> l2(static_cast<size_t>(n_tiles * 8 * k_pad));
+        AlignedBuffer<uint8_t> l2(static_cast<size_t>(n_tiles * 8 * k_pad), true);
         kernels::pack_l2_from_t2(t2(), l2.data());
         packed = std::move(l2);
         kernel = k;

@@ -44,7 +44,7 @@ def _load(args: argparse.Namespace) -> Any:
     from .model import load
 
     name = args.model if args.model is not None else default_model_path()
-    return load(name, n_ctx=args.ctx, revision=args.revision)
+    return load(name, n_ctx=args.ctx, n_threads=args.threads, revision=args.revision)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -160,6 +160,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     f = _core.GgufFile(args.file)
     print(f"{f.path}: GGUF v{f.version}, {f.file_size} bytes, alignment {f.alignment}")
+    cpu = _core.cpu_info()
+    print(f"this CPU: {cpu['brand'] or 'unknown'} ({cpu['features']}); kernels: {cpu['isa']}")
     print(f"\nmetadata ({len(f.keys())} keys):")
     for key in f.keys():  # noqa: SIM118 (GgufFile, not a dict)
         value = f.get(key)
@@ -242,6 +244,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--revision", default=None, help="hub branch, tag or commit")
     p.add_argument("--ctx", type=int, default=0, help="context length (default: the model's)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads (default: every hardware thread)"
+    )
 
 
 def _add_sampling_options(p: argparse.ArgumentParser, max_tokens: int) -> None:

@@ -182,7 +182,9 @@ class SessionPool:
                     best, best_len = i, n
             if best >= 0:
                 return self._idle.pop(best)
-        session = _core.Session(self._model, self.n_ctx, self._n_batch, self._n_threads, self._kv_f16)
+        session = _core.Session(
+            self._model, self.n_ctx, self._n_batch, self._n_threads, self._kv_f16
+        )
         return Slot(session, [])
 
     def release(self, slot: Slot) -> None:
