@@ -14,6 +14,7 @@
 // Each sample runs enough calls (at least --min-ms) cycling over copies of the weights that
 // together exceed --cold-mb, so decode-shaped calls read weights from DRAM as a real forward pass
 // does, not from a cache; the figure is the median over --reps samples, with the min and max.
+// Weight buffers ask for transparent huge pages, as the model's repacked weights do.
 //
 // Benchmarks never assert: this program reports and exits 0 (2 on a bad command line).
 #include <algorithm>
@@ -219,7 +220,7 @@ struct BandwidthResult {
 
 std::vector<BandwidthResult> measure_bandwidth(const Options& o) {
     const int64_t n_words = (o.membw_mb << 20) / 8;
-    AlignedBuffer<uint64_t> buf(static_cast<size_t>(n_words));
+    AlignedBuffer<uint64_t> buf(static_cast<size_t>(n_words), true);
     for (int64_t i = 0; i < n_words; ++i) buf[i] = static_cast<uint64_t>(i);
     std::vector<BandwidthResult> out;
     volatile uint64_t sink = bench::sum_words(buf.data(), 0, &g_membw_isa);  // names the variant
@@ -281,7 +282,7 @@ void bench_ternary(const Options& o, const KernelTable& kt, const Shape& s, bool
     const int64_t copies = n_copies(o, bytes);
     AlignedBuffer<uint8_t> t2(static_cast<size_t>(t2_bytes));
     fill_t2(t2.data(), static_cast<size_t>(t2_bytes));
-    AlignedBuffer<uint8_t> w(static_cast<size_t>(bytes * copies));
+    AlignedBuffer<uint8_t> w(static_cast<size_t>(bytes * copies), true);
     if (lut) {
         const T2Matrix m{t2.data(), s.rows, s.k, k_pad};
         pack_l2_from_t2(m, w.data());
@@ -359,7 +360,7 @@ void bench_b1(const Options& o, const KernelTable& kt, const Shape& s, std::vect
     const int64_t k_pad = padded_k(s.k);
     const int64_t bytes = s.rows * k_pad / 8;
     const int64_t copies = n_copies(o, bytes);
-    AlignedBuffer<uint8_t> w(static_cast<size_t>(bytes * copies));
+    AlignedBuffer<uint8_t> w(static_cast<size_t>(bytes * copies), true);
     fill_bytes(w.data(), static_cast<size_t>(bytes));
     for (int64_t c = 1; c < copies; ++c)
         std::memcpy(w.data() + c * bytes, w.data(), static_cast<size_t>(bytes));
@@ -389,10 +390,10 @@ void bench_b1(const Options& o, const KernelTable& kt, const Shape& s, std::vect
 void bench_q8(const Options& o, const KernelTable& kt, const Shape& s, std::vector<Result>* all) {
     if (!s.output_layer) return;
     const int64_t nb = s.k / kQ8Block;
-    AlignedBuffer<int8_t> q(static_cast<size_t>(s.rows * s.k));  // one copy: it exceeds any cache
+    AlignedBuffer<int8_t> q(static_cast<size_t>(s.rows * s.k), true);  // one copy: beyond any cache
     for (int64_t i = 0; i < s.rows * s.k; ++i) q[i] = static_cast<int8_t>(static_cast<int>(g_rng() % 255) - 127);
-    std::vector<float> d(static_cast<size_t>(s.rows * nb));
-    for (float& v : d) v = 1e-3f * static_cast<float>(g_rng() % 1000 + 1);
+    AlignedBuffer<float> d(static_cast<size_t>(s.rows * nb), true);
+    for (size_t i = 0; i < d.size(); ++i) d[i] = 1e-3f * static_cast<float>(g_rng() % 1000 + 1);
     const Q8Matrix m{q.data(), d.data(), s.rows, s.k};
     const bool is_ref = std::strcmp(kt.isa, "ref") == 0;
     for (int64_t nt : o.tokens) {
