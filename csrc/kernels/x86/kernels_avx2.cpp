@@ -114,10 +114,13 @@ void quantize_i8(const float* x, int64_t n, int64_t n_pad, int8_t* q, float* sca
 // Contract (twin: ref::gemm_t2): T2 rows, K_pad a multiple of 128, activations padded with zeros
 // to K_pad. Per 32-byte block, code plane k = (byte >> 2k) & 3 holds the codes c = w + 1 in
 // {0, 1, 2} of columns 32k .. 32k+31, so sum_j w_j x_j = sum_j c_j x_j - sum_j x_j.
-// maddubs(c, x) gives int16 lanes c0*x0 + c1*x1 with |.| <= 2 * 2 * 128 = 512; four planes add to
-// at most 2048 per lane, exact in int16, then madd widens to int32 for each block.
+// maddubs(c, x) gives int16 lanes c0*x0 + c1*x1 in [-512, 508]; the four planes of kT2Group = 16
+// blocks add 64 of them into an int16 accumulator, in [-32768, 32512]: exact. Then madd widens
+// to int32.
 
 namespace {
+
+constexpr int64_t kT2Group = 16;  // blocks summed in int16 before widening (see above)
 
 // Codes of one block's four planes.
 struct Planes {
@@ -132,17 +135,9 @@ inline Planes unpack_t2(const uint8_t* block) {
             _mm256_and_si256(_mm256_srli_epi16(v, 6), m3)};
 }
 
-inline __m256i dot_block(const Planes& p, const int8_t* x) {
-    const __m256i* xv = reinterpret_cast<const __m256i*>(x);
-    const __m256i s0 = _mm256_maddubs_epi16(p.c0, _mm256_loadu_si256(xv));
-    const __m256i s1 = _mm256_maddubs_epi16(p.c1, _mm256_loadu_si256(xv + 1));
-    const __m256i s2 = _mm256_maddubs_epi16(p.c2, _mm256_loadu_si256(xv + 2));
-    const __m256i s3 = _mm256_maddubs_epi16(p.c3, _mm256_loadu_si256(xv + 3));
-    const __m256i s = _mm256_add_epi16(_mm256_add_epi16(s0, s1), _mm256_add_epi16(s2, s3));
-    return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
-}
 
-// One token, four rows at a time: the activation loads are shared by the rows.
+// One token, four rows at a time: the activation loads are shared by the rows. The four planes'
+// maddubs results go straight into int16 accumulators, widened to int32 every kT2Group blocks.
 void gemv_t2_rows4(const uint8_t* r0, int64_t row_bytes, int64_t n_blocks, const int8_t* x,
                    int32_t x_sum, int32_t* out) {
     const uint8_t* r1 = r0 + row_bytes;
@@ -154,30 +149,36 @@ void gemv_t2_rows4(const uint8_t* r0, int64_t row_bytes, int64_t n_blocks, const
     // The hardware prefetchers follow four interleaved row streams poorly (each crosses pages
     // often): fetch the next group of four rows, which is contiguous, two lines per block.
     const char* next = reinterpret_cast<const char*>(r0 + 4 * row_bytes);
-    for (int64_t b = 0; b < n_blocks; ++b) {
-        _mm_prefetch(next + b * 128, _MM_HINT_T0);
-        _mm_prefetch(next + b * 128 + 64, _MM_HINT_T0);
-        const __m256i* xv = reinterpret_cast<const __m256i*>(x + b * kT2Block);
-        const __m256i x0 = _mm256_loadu_si256(xv);
-        const __m256i x1 = _mm256_loadu_si256(xv + 1);
-        const __m256i x2 = _mm256_loadu_si256(xv + 2);
-        const __m256i x3 = _mm256_loadu_si256(xv + 3);
-        const int64_t off = b * kT2BlockBytes;
-#define BITNET_T2_ROW(ptr, acc)                                                                   \
+    for (int64_t b0 = 0; b0 < n_blocks; b0 += kT2Group) {
+        const int64_t b_end = b0 + kT2Group < n_blocks ? b0 + kT2Group : n_blocks;
+        __m256i h0 = _mm256_setzero_si256(), h1 = h0, h2 = h0, h3 = h0;
+        for (int64_t b = b0; b < b_end; ++b) {
+            _mm_prefetch(next + b * 128, _MM_HINT_T0);
+            _mm_prefetch(next + b * 128 + 64, _MM_HINT_T0);
+            const __m256i* xv = reinterpret_cast<const __m256i*>(x + b * kT2Block);
+            const __m256i x0 = _mm256_loadu_si256(xv);
+            const __m256i x1 = _mm256_loadu_si256(xv + 1);
+            const __m256i x2 = _mm256_loadu_si256(xv + 2);
+            const __m256i x3 = _mm256_loadu_si256(xv + 3);
+            const int64_t off = b * kT2BlockBytes;
+#define BITNET_T2_ROW(ptr, h)                                                                     \
     {                                                                                             \
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>((ptr) + off));      \
-        const __m256i s0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), x0);                     \
-        const __m256i s1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), m3), x1); \
-        const __m256i s2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m3), x2); \
-        const __m256i s3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), x3); \
-        const __m256i s = _mm256_add_epi16(_mm256_add_epi16(s0, s1), _mm256_add_epi16(s2, s3));   \
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s, ones16));                                \
+        h = _mm256_add_epi16(h, _mm256_maddubs_epi16(_mm256_and_si256(v, m3), x0));               \
+        h = _mm256_add_epi16(h, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 2), m3), x1)); \
+        h = _mm256_add_epi16(h, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m3), x2)); \
+        h = _mm256_add_epi16(h, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 6), m3), x3)); \
     }
-        BITNET_T2_ROW(r0, a0)
-        BITNET_T2_ROW(r1, a1)
-        BITNET_T2_ROW(r2, a2)
-        BITNET_T2_ROW(r3, a3)
+            BITNET_T2_ROW(r0, h0)
+            BITNET_T2_ROW(r1, h1)
+            BITNET_T2_ROW(r2, h2)
+            BITNET_T2_ROW(r3, h3)
 #undef BITNET_T2_ROW
+        }
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(h0, ones16));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(h1, ones16));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(h2, ones16));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(h3, ones16));
     }
     out[0] = hsum_i32(a0) - x_sum;
     out[1] = hsum_i32(a1) - x_sum;
@@ -185,17 +186,29 @@ void gemv_t2_rows4(const uint8_t* r0, int64_t row_bytes, int64_t n_blocks, const
     out[3] = hsum_i32(a3) - x_sum;
 }
 
-// One row, NT tokens at a time: the unpacked codes are shared by the tokens.
+// One row, NT tokens at a time: the unpacked codes are shared by the tokens; int16 accumulators
+// as in gemv_t2_rows4.
 template <int NT>
 void gemm_t2_row(const uint8_t* row, int64_t n_blocks, const int8_t* x, int64_t x_stride,
                  const int32_t* x_sum, int32_t* out, int64_t out_stride) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
     __m256i acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_si256();
-    for (int64_t b = 0; b < n_blocks; ++b) {
-        const Planes p = unpack_t2(row + b * kT2BlockBytes);
-        for (int t = 0; t < NT; ++t) {
-            acc[t] = _mm256_add_epi32(acc[t], dot_block(p, x + t * x_stride + b * kT2Block));
+    for (int64_t b0 = 0; b0 < n_blocks; b0 += kT2Group) {
+        const int64_t b_end = b0 + kT2Group < n_blocks ? b0 + kT2Group : n_blocks;
+        __m256i h[NT];
+        for (int t = 0; t < NT; ++t) h[t] = _mm256_setzero_si256();
+        for (int64_t b = b0; b < b_end; ++b) {
+            const Planes p = unpack_t2(row + b * kT2BlockBytes);
+            for (int t = 0; t < NT; ++t) {
+                const __m256i* xv = reinterpret_cast<const __m256i*>(x + t * x_stride + b * kT2Block);
+                h[t] = _mm256_add_epi16(h[t], _mm256_maddubs_epi16(p.c0, _mm256_loadu_si256(xv)));
+                h[t] = _mm256_add_epi16(h[t], _mm256_maddubs_epi16(p.c1, _mm256_loadu_si256(xv + 1)));
+                h[t] = _mm256_add_epi16(h[t], _mm256_maddubs_epi16(p.c2, _mm256_loadu_si256(xv + 2)));
+                h[t] = _mm256_add_epi16(h[t], _mm256_maddubs_epi16(p.c3, _mm256_loadu_si256(xv + 3)));
+            }
         }
+        for (int t = 0; t < NT; ++t) acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(h[t], ones16));
     }
     for (int t = 0; t < NT; ++t) out[t * out_stride] = hsum_i32(acc[t]) - x_sum[t];
 }
