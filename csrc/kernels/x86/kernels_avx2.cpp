@@ -231,19 +231,24 @@ void gemm_t2(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
         }
         return;
     }
-    for (int64_t r = row_begin; r < row_end; ++r) {
-        const uint8_t* row = w.codes + r * row_bytes;
-        int32_t* o = out + (r - row_begin);
-        int64_t t = 0;
-        for (; t + 4 <= x.n_tokens; t += 4) {
-            gemm_t2_row<4>(row, n_blocks, x.q + t * x.stride, x.stride, x.sum + t,
-                           o + t * out_stride, out_stride);
+    // Many tokens: tiles of rows x groups of 4 tokens, so that both the tile's codes and the
+    // group's activations stay in L1 while they are combined.
+    // 16 rows measured best on the 2B4T shapes (K = 2560 and 6912).
+    constexpr int64_t kTileRows = 16;
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileRows) {
+        const int64_t r1 = r0 + kTileRows < row_end ? r0 + kTileRows : row_end;
+        for (int64_t t = 0; t < x.n_tokens; t += 4) {
+            const int64_t nt = x.n_tokens - t < 4 ? x.n_tokens - t : 4;
+            const int8_t* xq = x.q + t * x.stride;
+            for (int64_t r = r0; r < r1; ++r) {
+                const uint8_t* row = w.codes + r * row_bytes;
+                int32_t* o = out + (r - row_begin) + t * out_stride;
+                if (nt == 4) gemm_t2_row<4>(row, n_blocks, xq, x.stride, x.sum + t, o, out_stride);
+                if (nt == 3) gemm_t2_row<3>(row, n_blocks, xq, x.stride, x.sum + t, o, out_stride);
+                if (nt == 2) gemm_t2_row<2>(row, n_blocks, xq, x.stride, x.sum + t, o, out_stride);
+                if (nt == 1) gemm_t2_row<1>(row, n_blocks, xq, x.stride, x.sum + t, o, out_stride);
+            }
         }
-        const int64_t left = x.n_tokens - t;
-        const int8_t* xq = x.q + t * x.stride;
-        if (left == 3) gemm_t2_row<3>(row, n_blocks, xq, x.stride, x.sum + t, o + t * out_stride, out_stride);
-        if (left == 2) gemm_t2_row<2>(row, n_blocks, xq, x.stride, x.sum + t, o + t * out_stride, out_stride);
-        if (left == 1) gemm_t2_row<1>(row, n_blocks, xq, x.stride, x.sum + t, o + t * out_stride, out_stride);
     }
 }
 
