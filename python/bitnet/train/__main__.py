@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ def _pid_file(path: str | None) -> None:
     if not path:
         return
     import atexit
+    import signal
 
     pid = str(os.getpid())
     p = Path(path)
@@ -34,6 +36,8 @@ def _pid_file(path: str | None) -> None:
             pass
 
     atexit.register(remove)
+    # SIGTERM ends the process through SystemExit, so that the pid is removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def _cmd_data(a: argparse.Namespace) -> None:
@@ -168,13 +172,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
         "gguf": str(a.gguf),
         "size_bytes": Path(a.gguf).stat().st_size,
         "load_s": load_s,
-        "engine_val_ppl": engine.perplexity(text, window=256, stride=128),
+        # windows of the model's context, stride half of it: the protocol of the training logs
+        "engine_val_ppl": engine.perplexity(text),
     }
     if a.run:
         ids = engine.tokenize(text)
         ref = json.loads((Path(a.data) / "val_ids.json").read_text())
         res["engine_tokens_equal_training_tokens"] = ids == ref
-        res["torch_val_ppl"] = perplexity(load_run(Path(a.run)), ids, 256, 128)
+        model = load_run(Path(a.run))
+        n = model.cfg.max_position_embeddings
+        res["torch_val_ppl"] = perplexity(model, ids, n, n // 2)
     t0 = time.perf_counter()
     engine.generate("In the beginning", max_tokens=30, temperature=0)
     res["generate_30_s"] = time.perf_counter() - t0

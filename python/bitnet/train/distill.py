@@ -110,6 +110,9 @@ def make_student(teacher: BitNetLM) -> BitNetLM:
     student = copy.deepcopy(teacher)
     student.insert_sub_norms()
     student.set_quant("ternary")
+    for p in student.parameters():  # the teacher may be frozen; the copy must train
+        p.requires_grad_(True)
+    student.train()
     return student
 
 
