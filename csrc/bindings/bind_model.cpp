@@ -75,7 +75,7 @@ void init_model(py::module_& m) {
         .def("linear_info", [](const Model& mdl) {
             py::list out;
             for (const LayerWeights& l : mdl.weights().layers) {
-                for (const PackedLinear* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+                for (const PackedLinear* w : l.linears()) {
                     py::dict d;
                     d["name"] = w->name;
                     d["n_out"] = w->n_out;
@@ -92,7 +92,7 @@ void init_model(py::module_& m) {
         .def("linear_codes", [](const Model& mdl, const std::string& name) {
             // Decoded codes (n_out, n_in) int8 and row scales of one BitLinear weight: for tests.
             for (const LayerWeights& l : mdl.weights().layers) {
-                for (const PackedLinear* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+                for (const PackedLinear* w : l.linears()) {
                     if (w->name != name) continue;
                     py::array_t<int8_t> codes({w->n_out, w->n_in});
                     auto c = codes.mutable_unchecked<2>();

@@ -18,10 +18,6 @@ namespace {
 
 int resolve_threads(int n) { return n > 0 ? n : ThreadPool::hardware_threads(); }
 
-std::vector<PackedLinear*> linears(LayerWeights& l) {
-    return {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down};
-}
-
 // Requantizes the output layer to Q8 blocks, rows split over the threads of pool. The source
 // rows' pages are released chunk by chunk, so the float copy never becomes resident as a whole.
 Q8Output make_q8_output(const GgufFile& file, const DenseMatrix& src, const kernels::KernelTable& kt,
@@ -93,7 +89,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
 
     // Each ternary matrix moves into the layout of the kernel family chosen for its shape.
     for (LayerWeights& l : m->weights_.layers) {
-        for (PackedLinear* w : linears(l)) {
+        for (PackedLinear* w : l.linears()) {
             if (w->binary) continue;
             auto k = kernels::choose_ternary_kernel(*m->kernels_, w->n_out, w->n_in, 1, n_threads);
             if (!options.kernel.empty()) {
@@ -123,7 +119,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
 int64_t Model::bytes_per_token() const {
     int64_t bytes = 0;
     for (const LayerWeights& l : weights_.layers) {
-        for (const PackedLinear* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+        for (const PackedLinear* w : l.linears()) {
             bytes += static_cast<int64_t>(w->packed.size());
         }
     }

@@ -7,6 +7,7 @@
 // share between threads. Throws FormatError / UnsupportedError naming the tensor.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -41,6 +42,12 @@ struct LayerWeights {
     PackedLinear w_gate;               // (n_ff, n_embd)
     PackedLinear w_up;                 // (n_ff, n_embd)
     PackedLinear w_down;               // (n_embd, n_ff)
+
+    // The seven BitLinear weights, in file order (q, k, v, o, gate, up, down).
+    std::array<const PackedLinear*, 7> linears() const {
+        return {&wq, &wk, &wv, &wo, &w_gate, &w_up, &w_down};
+    }
+    std::array<PackedLinear*, 7> linears() { return {&wq, &wk, &wv, &wo, &w_gate, &w_up, &w_down}; }
 };
 
 // The output layer requantized to int8 blocks (kernels.h, layout Q8) at load.
