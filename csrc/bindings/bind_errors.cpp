@@ -1,8 +1,17 @@
 // Maps the C++ error types onto the exception classes of bitnet.errors.
 //
 // The classes are defined in Python (so that FormatError can be both a BitnetError and a
-// ValueError); this translator raises them for the matching C++ exceptions.
+// ValueError); this translator raises them for the matching C++ exceptions. Messages may quote
+// bytes from a file or a path that are not UTF-8: they are decoded with backslash escapes, so
+// the intended exception is raised rather than a UnicodeDecodeError. Allocation failures become
+// a BitnetError (the loaders name the file and tensor first, see model/weights.h); a failed
+// pybind11 cast inside a binding becomes a ShapeError.
 #include <pybind11/pybind11.h>
+
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
 
 #include "bindings/bindings.h"
 #include "core/error.h"
@@ -24,6 +33,14 @@ PyObject* fetch(const py::module_& errors, const char* name) {
     return cls.release().ptr();  // keep one reference forever
 }
 
+void raise(PyObject* type, const char* message) {
+    PyObject* text = PyUnicode_DecodeUTF8(message, static_cast<Py_ssize_t>(std::strlen(message)),
+                                          "backslashreplace");
+    if (text == nullptr) return;  // MemoryError is already set
+    PyErr_SetObject(type, text);
+    Py_DECREF(text);
+}
+
 }  // namespace
 
 void init_errors(py::module_& m) {
@@ -36,13 +53,19 @@ void init_errors(py::module_& m) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const FormatError& e) {
-            PyErr_SetString(g_format, e.what());
+            raise(g_format, e.what());
         } catch (const ShapeError& e) {
-            PyErr_SetString(g_shape, e.what());
+            raise(g_shape, e.what());
         } catch (const UnsupportedError& e) {
-            PyErr_SetString(g_unsupported, e.what());
+            raise(g_unsupported, e.what());
         } catch (const Error& e) {
-            PyErr_SetString(g_base, e.what());
+            raise(g_base, e.what());
+        } catch (const py::cast_error& e) {
+            raise(g_shape, e.what());
+        } catch (const std::bad_alloc&) {
+            raise(g_base, "out of memory: a buffer could not be allocated");
+        } catch (const std::length_error& e) {
+            raise(g_base, (std::string("out of memory: a buffer is too large (") + e.what() + ")").c_str());
         }
     });
     m.attr("BitnetError") = py::handle(g_base);

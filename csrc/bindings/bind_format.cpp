@@ -1,10 +1,14 @@
 // Python access to GGUF files: metadata, the tensor table and raw tensor bytes (bitnet info).
+//
+// Arguments are taken as Python objects and checked here, so that a wrong type raises
+// ShapeError naming the parameter rather than pybind11's list of signatures (bindings/args.h).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <memory>
 
+#include "bindings/args.h"
 #include "bindings/bindings.h"
 #include "core/error.h"
 #include "format/gguf.h"
@@ -15,7 +19,7 @@ namespace py = pybind11;
 namespace bitnet::bindings {
 namespace {
 
-// Strings in a file may be invalid UTF-8: decode with replacement, never raise or crash.
+// The reader has checked every string to be UTF-8; replacement is a second line of defence.
 py::str to_py_str(const std::string& s) {
     PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
     if (!o) throw py::error_already_set();
@@ -93,9 +97,13 @@ py::object value_of(const GgufFile& f, const GgufKv& kv) {
 void init_format(py::module_& m) {
     py::class_<GgufFile, std::shared_ptr<GgufFile>>(m, "GgufFile",
         "A GGUF file, mapped and validated. Raises FormatError for corrupt or truncated files.")
-        .def(py::init<const std::string&>(), py::arg("path"),
-             py::call_guard<py::gil_scoped_release>())
-        .def_property_readonly("path", &GgufFile::path)
+        .def(py::init([](py::object path) {
+                 std::string p = path_arg(path, "path");
+                 py::gil_scoped_release release;
+                 return std::make_shared<GgufFile>(p);
+             }),
+             py::arg("path"))
+        .def_property_readonly("path", [](const GgufFile& f) { return fs_str(f.path()); })
         .def_property_readonly("version", &GgufFile::version)
         .def_property_readonly("alignment", &GgufFile::alignment)
         .def_property_readonly("data_offset", &GgufFile::data_offset)
@@ -105,21 +113,27 @@ void init_format(py::module_& m) {
             for (const GgufKv& kv : f.kvs()) out.append(to_py_str(kv.key));
             return out;
         }, "Metadata keys in file order.")
-        .def("__contains__", [](const GgufFile& f, const std::string& key) {
-            return f.find_kv(key) != nullptr;
+        .def("__contains__", [](const GgufFile& f, py::object key) {
+            return py::isinstance<py::str>(key) && f.find_kv(key.cast<std::string>()) != nullptr;
         })
-        .def("get", [](const GgufFile& f, const std::string& key, py::object fallback) {
-            const GgufKv* kv = f.find_kv(key);
+        .def("get", [](const GgufFile& f, py::object key, py::object fallback) {
+            const GgufKv* kv = f.find_kv(str_arg(key, "key"));
             return kv ? value_of(f, *kv) : fallback;
         }, py::arg("key"), py::arg("default") = py::none(),
            "The value of a metadata key (numeric arrays as numpy arrays), or default.")
-        .def("value_type", [](const GgufFile& f, const std::string& key) -> py::object {
-            const GgufKv* kv = f.find_kv(key);
+        .def("value_type", [](const GgufFile& f, py::object key) -> py::object {
+            const GgufKv* kv = f.find_kv(str_arg(key, "key"));
             if (!kv) return py::none();
             std::string name = gguf_type_name(kv->type);
             if (kv->type == GgufType::ARRAY) name += str_cat("[", gguf_type_name(kv->elem_type), "]");
             return py::str(name);
         }, py::arg("key"), "The stored type of a key, e.g. 'uint32' or 'array[string]'.")
+        .def("array_length", [](const GgufFile& f, py::object key) -> py::object {
+            const GgufKv* kv = f.find_kv(str_arg(key, "key"));
+            if (!kv || kv->type != GgufType::ARRAY) return py::none();
+            return py::int_(kv->count);
+        }, py::arg("key"),
+           "Elements of an array key without reading them (None: absent or not an array).")
         .def("tensors", [](const GgufFile& f) {
             py::list out;
             for (const GgufTensor& t : f.tensors()) {
@@ -135,16 +149,18 @@ void init_format(py::module_& m) {
             }
             return out;
         }, "The tensor table: dicts of name, type, type_name, shape (ggml order), offset, size_bytes.")
-        .def("tensor_bytes", [](std::shared_ptr<GgufFile> f, const std::string& name) {
-            const GgufTensor* t = f->find_tensor(name);
-            if (!t) throw py::key_error(name);
+        .def("tensor_bytes", [](std::shared_ptr<GgufFile> f, py::object name) {
+            const GgufTensor* t = f->find_tensor(str_arg(name, "name"));
+            if (!t) throw py::key_error(name.cast<std::string>());
             py::array_t<uint8_t> view({static_cast<py::ssize_t>(t->size_bytes)}, {1},
                                       t->data, py::cast(f));
             py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
             return view;
         }, py::arg("name"), "A read-only uint8 view of a tensor's bytes in the mapped file.");
 
-    m.def("type_name", &type_name, py::arg("type_id"), "Name of a ggml tensor type id.");
+    m.def("type_name", [](py::object type_id) {
+        return std::string(type_name(static_cast<uint32_t>(int_arg(type_id, "type_id", 0, UINT32_MAX))));
+    }, py::arg("type_id"), "Name of a ggml tensor type id.");
 }
 
 }  // namespace bitnet::bindings

@@ -19,9 +19,18 @@ namespace bitnet {
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
 #ifdef BITNET_HAVE_MMAP
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    BITNET_CHECK(fd >= 0, FormatError, path, ": cannot open: ", std::strerror(errno));
+    // The file type is checked before open(): opening a FIFO for reading blocks until a writer
+    // appears, and a device may do anything on open. O_NONBLOCK covers a path swapped for a
+    // FIFO between the two calls; it has no effect on regular files.
     struct stat st {};
+    BITNET_CHECK(::stat(path.c_str(), &st) == 0, FormatError, path, ": cannot open: ",
+                 std::strerror(errno));
+    BITNET_CHECK(S_ISREG(st.st_mode), FormatError, path, ": not a regular file (",
+                 S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                 : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a plain file",
+                 ")");
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    BITNET_CHECK(fd >= 0, FormatError, path, ": cannot open: ", std::strerror(errno));
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         int err = errno;
         ::close(fd);

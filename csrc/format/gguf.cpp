@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <cstring>
 #include <limits>
 
@@ -16,20 +17,67 @@ constexpr uint64_t kMaxNameBytes = 4096;     // tensor names and keys; ggml itse
 constexpr uint32_t kMaxArrayNesting = 4;     // arrays of arrays are legal but never deep
 constexpr uint32_t kMaxAlignment = 1u << 20;
 
-// Sequential little-endian reader over [0, size) of the mapping. Every read checks that the
-// bytes exist and throws FormatError naming the file, what was being read and the offset.
+// Where the first invalid UTF-8 sequence of [p, p + n) starts, or n when it is all valid.
+// Strict, as Python decodes: no overlong forms, no surrogates, nothing above U+10FFFF.
+uint64_t utf8_invalid_at(const uint8_t* p, uint64_t n) {
+    uint64_t i = 0;
+    while (i < n) {
+        const uint8_t c = p[i];
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        uint64_t len = 0;
+        uint8_t lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;  // overlong
+            if (c == 0xED) hi = 0x9F;  // surrogates
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;  // overlong
+            if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+        } else {
+            return i;
+        }
+        if (len > n - i || p[i + 1] < lo || p[i + 1] > hi) return i;
+        for (uint64_t k = 2; k < len; ++k) {
+            if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
+        }
+        i += len;
+    }
+    return n;
+}
+
+// Sequential little-endian reader over [0, size) of the file. Every read checks that the bytes
+// exist and throws FormatError naming the file, what was being read and the offset.
+//
+// The bytes are read from `snapshot`, a private copy of the file's prefix that grows as the
+// cursor advances: the header is parsed from, and later read from, memory nobody else can
+// change, so rewriting the file under a loaded model cannot invalidate what was validated.
 class Cursor {
  public:
-    Cursor(const MappedFile& file) : file_(file) {}
+    Cursor(const MappedFile& file, std::vector<uint8_t>& snapshot)
+        : file_(file), snapshot_(snapshot) {}
 
     uint64_t pos() const { return pos_; }
     uint64_t remaining() const { return file_.size() - pos_; }
 
-    void need(uint64_t n, const std::string& what) const {
+    void need(uint64_t n, const std::string& what) {
         if (n > remaining()) {
             throw FormatError(str_cat(file_.path(), ": truncated while reading ", what,
                                       " at byte offset ", pos_, ": need ", n, " bytes, ",
                                       remaining(), " left (file size ", file_.size(), ")"));
+        }
+        const uint64_t end = pos_ + n;
+        if (end > snapshot_.size()) {
+            // Grow by half again (at least 64 KiB) so copying stays linear in the header size.
+            const uint64_t have = snapshot_.size();
+            const uint64_t want = std::min<uint64_t>(
+                file_.size(), std::max<uint64_t>(end, have + std::max<uint64_t>(have / 2, 1 << 16)));
+            snapshot_.insert(snapshot_.end(), file_.data() + have, file_.data() + want);
         }
     }
 
@@ -37,7 +85,7 @@ class Cursor {
     T read(const std::string& what) {
         need(sizeof(T), what);
         T v;
-        std::memcpy(&v, file_.data() + pos_, sizeof(T));
+        std::memcpy(&v, snapshot_.data() + pos_, sizeof(T));
         pos_ += sizeof(T);
         return v;
     }
@@ -47,6 +95,7 @@ class Cursor {
         pos_ += n;
     }
 
+    // A length-prefixed string, checked to be valid UTF-8 (GGUF strings are UTF-8).
     std::string read_string(const std::string& what, uint64_t max_len) {
         const uint64_t at = pos_;
         const uint64_t len = read<uint64_t>(what + " length");
@@ -54,22 +103,34 @@ class Cursor {
             throw FormatError(str_cat(file_.path(), ": ", what, " at byte offset ", at,
                                       " has length ", len, ", more than the limit of ", max_len));
         }
-        need(len, what);
-        std::string s(reinterpret_cast<const char*>(file_.data() + pos_), len);
-        pos_ += len;
-        return s;
+        skip_utf8(len, what);
+        return std::string(reinterpret_cast<const char*>(snapshot_.data() + pos_ - len), len);
+    }
+
+    // Skips n bytes of string data after checking that they are valid UTF-8.
+    void skip_utf8(uint64_t n, const std::string& what) {
+        need(n, what);
+        const uint64_t bad = utf8_invalid_at(snapshot_.data() + pos_, n);
+        if (bad != n) {
+            throw FormatError(str_cat(file_.path(), ": ", what, " is not valid UTF-8: byte 0x",
+                                      std::hex, static_cast<unsigned>(snapshot_[pos_ + bad]),
+                                      std::dec, " at byte offset ", pos_ + bad));
+        }
+        pos_ += n;
     }
 
  private:
     const MappedFile& file_;
+    std::vector<uint8_t>& snapshot_;
     uint64_t pos_ = 0;
 };
 
 bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::F64); }
 
 // Skips one value of type `type`, validating nested lengths. Returns nothing; throws on overrun.
+// index: the element's position when the value is an array element (-1: a whole value).
 void skip_value(Cursor& cur, GgufType type, const std::string& key, uint32_t depth,
-                const std::string& path) {
+                const std::string& path, int64_t index = -1) {
     const uint64_t scalar = GgufFile::scalar_bytes(type);
     if (scalar) {
         cur.skip(scalar, "value of key '" + key + "'");
@@ -77,7 +138,8 @@ void skip_value(Cursor& cur, GgufType type, const std::string& key, uint32_t dep
     }
     if (type == GgufType::STRING) {
         const uint64_t len = cur.read<uint64_t>("string length of key '" + key + "'");
-        cur.skip(len, "string value of key '" + key + "'");
+        cur.skip_utf8(len, "string value of key '" + key + "'" +
+                               (index >= 0 ? str_cat(" [", index, "]") : std::string()));
         return;
     }
     // ARRAY
@@ -99,7 +161,8 @@ void skip_value(Cursor& cur, GgufType type, const std::string& key, uint32_t dep
     BITNET_CHECK(count <= cur.remaining() / 8, FormatError, path, ": key '", key, "': array of ",
                  count, " elements cannot fit in the ", cur.remaining(), " bytes left");
     for (uint64_t i = 0; i < count; ++i) {
-        skip_value(cur, static_cast<GgufType>(elem), key, depth + 1, path);
+        skip_value(cur, static_cast<GgufType>(elem), key, depth + 1, path,
+                   static_cast<int64_t>(i));
     }
 }
 
@@ -150,7 +213,19 @@ std::string GgufTensor::shape_str() const {
 }
 
 GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>(path)) {
-    Cursor cur(*file_);
+    try {
+        parse();
+    } catch (const std::bad_alloc&) {
+        // Every count is checked against the file size before anything is sized from it, so
+        // this is a machine without memory for a header of this size, not a corrupt count.
+        throw Error(str_cat(path, ": out of memory while reading the GGUF header (",
+                            header_.size(), " bytes read of ", file_->size(), ")"));
+    }
+}
+
+void GgufFile::parse() {
+    const std::string& path = file_->path();
+    Cursor cur(*file_, header_);
     const uint32_t magic = cur.read<uint32_t>("magic");
     BITNET_CHECK(magic == kGgufMagic, FormatError, path,
                  ": not a GGUF file (expected magic 'GGUF', found bytes 0x", std::hex, magic,
@@ -167,7 +242,7 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
     BITNET_CHECK(n_tensors <= cur.remaining() / 24, FormatError, path, ": tensor count ",
                  n_tensors, " cannot fit in a file of ", file_->size(), " bytes");
 
-    kvs_.reserve(n_kv);
+    kvs_.reserve(std::min<uint64_t>(n_kv, 1024));  // a hint: counts come from the file
     for (uint64_t i = 0; i < n_kv; ++i) {
         GgufKv kv;
         kv.key = cur.read_string(str_cat("key of metadata entry ", i), kMaxNameBytes);
@@ -203,7 +278,7 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
         alignment_ = static_cast<uint32_t>(a);
     }
 
-    tensors_.reserve(n_tensors);
+    tensors_.reserve(std::min<uint64_t>(n_tensors, 4096));
     for (uint64_t i = 0; i < n_tensors; ++i) {
         GgufTensor t;
         t.name = cur.read_string(str_cat("name of tensor ", i), kMaxNameBytes);
@@ -244,6 +319,8 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
     BITNET_CHECK(tensors_.empty() || data_offset_ <= file_->size(), FormatError, path,
                  ": truncated: the tensor data section would start at byte ", data_offset_,
                  " but the file has ", file_->size(), " bytes");
+    header_.resize(end_of_header);  // the snapshot may have read ahead; keep the header only
+    header_.shrink_to_fit();
 
     for (GgufTensor& t : tensors_) {
         const uint64_t avail = file_->size() - data_offset_;
@@ -306,7 +383,7 @@ static bool is_signed(GgufType t) {
 }
 
 int64_t GgufFile::read_int_at(uint64_t offset, GgufType type) const {
-    const uint8_t* p = file_->data() + offset;
+    const uint8_t* p = header_.data() + offset;
     switch (type) {
         case GgufType::U8: return *p;
         case GgufType::I8: return static_cast<int8_t>(*p);
@@ -333,7 +410,7 @@ int64_t GgufFile::read_int_at(uint64_t offset, GgufType type) const {
 uint64_t GgufFile::read_uint_at(uint64_t offset, GgufType type) const {
     if (type == GgufType::U64) {
         uint64_t v;
-        std::memcpy(&v, file_->data() + offset, 8);
+        std::memcpy(&v, header_.data() + offset, 8);
         return v;
     }
     const int64_t v = read_int_at(offset, type);
@@ -345,7 +422,7 @@ uint64_t GgufFile::read_uint_at(uint64_t offset, GgufType type) const {
 }
 
 double GgufFile::read_float_at(uint64_t offset, GgufType type) const {
-    const uint8_t* p = file_->data() + offset;
+    const uint8_t* p = header_.data() + offset;
     if (type == GgufType::F32) {
         float v;
         std::memcpy(&v, p, 4);
@@ -361,8 +438,8 @@ double GgufFile::read_float_at(uint64_t offset, GgufType type) const {
 
 std::string GgufFile::read_string_at(uint64_t offset) const {
     uint64_t len;
-    std::memcpy(&len, file_->data() + offset, 8);  // validated by the constructor
-    return std::string(reinterpret_cast<const char*>(file_->data() + offset + 8), len);
+    std::memcpy(&len, header_.data() + offset, 8);  // validated by the constructor
+    return std::string(reinterpret_cast<const char*>(header_.data() + offset + 8), len);
 }
 
 std::optional<std::string> GgufFile::get_string(const std::string& key) const {
@@ -403,7 +480,7 @@ std::optional<bool> GgufFile::get_bool(const std::string& key) const {
     const GgufKv* kv = find_kv(key);
     if (!kv) return std::nullopt;
     if (kv->type != GgufType::BOOL) fail_type(*kv, "a bool");
-    return file_->data()[kv->value_offset] != 0;
+    return header_[kv->value_offset] != 0;
 }
 
 std::optional<std::vector<std::string>> GgufFile::get_string_array(const std::string& key) const {
@@ -457,7 +534,7 @@ std::optional<std::vector<uint8_t>> GgufFile::get_byte_array(const std::string& 
         (kv->elem_type != GgufType::U8 && kv->elem_type != GgufType::I8)) {
         fail_type(*kv, "an array of bytes");
     }
-    const uint8_t* p = file_->data() + kv->value_offset + 12;
+    const uint8_t* p = header_.data() + kv->value_offset + 12;
     return std::vector<uint8_t>(p, p + kv->count);
 }
 

@@ -2,8 +2,15 @@
 //
 // GgufFile maps the file, parses the header, the metadata key/value pairs and the tensor table,
 // and validates every offset and size against the file length before anything is dereferenced:
-// a truncated or corrupt file throws FormatError naming the problem, never crashes. Metadata
-// values are decoded lazily from the mapping by the typed getters, which check the stored type.
+// a truncated or corrupt file throws FormatError naming the problem, never crashes. Counts are
+// checked against the bytes left before anything is sized from them; keys, tensor names and
+// string values must be valid UTF-8 (FormatError naming the key and byte offset otherwise).
+//
+// The header (everything before the tensor data) is copied into memory the GgufFile owns while
+// it is parsed, and metadata is decoded from that copy by the typed getters, which check the
+// stored type: rewriting the file under a loaded model cannot change what was validated. Tensor
+// data stays in the mapping (it is the bulk of the file); a file truncated while mapped raises
+// SIGBUS on the next read of a lost page, as with any mmap-based loader (docs/format.md).
 //
 // Ownership and threads: GgufFile owns the mapping; tensor data pointers stay valid for the
 // lifetime of the GgufFile. It is immutable after construction and safe to share between threads.
@@ -48,13 +55,13 @@ enum class GgufType : uint32_t {
 
 const char* gguf_type_name(GgufType type);
 
-// One metadata entry. The value itself stays in the mapping at value_offset.
+// One metadata entry. The value itself is decoded on demand from the header copy.
 struct GgufKv {
     std::string key;
     GgufType type;
     GgufType elem_type = GgufType::U8;  // arrays only
     uint64_t count = 0;                 // arrays only: number of elements
-    uint64_t value_offset = 0;          // absolute file offset of the value (after the type tag)
+    uint64_t value_offset = 0;          // file offset of the value (after the type tag)
     uint64_t value_bytes = 0;           // bytes the value occupies in the file
 };
 
@@ -101,7 +108,8 @@ class GgufFile {
     // Raw bytes of a U8/I8 array (e.g. an embedded tokenizer model).
     std::optional<std::vector<uint8_t>> get_byte_array(const std::string& key) const;
 
-    // Scalar decoding shared with the bindings: reads a value of `type` at a validated offset.
+    // Scalar decoding shared with the bindings: reads a value of `type` at a validated offset
+    // (a value_offset of kvs(), or an element of its array) from the header copy.
     int64_t read_int_at(uint64_t offset, GgufType type) const;
     uint64_t read_uint_at(uint64_t offset, GgufType type) const;
     double read_float_at(uint64_t offset, GgufType type) const;
@@ -109,9 +117,11 @@ class GgufFile {
     static uint64_t scalar_bytes(GgufType type);  // 0 for STRING and ARRAY
 
  private:
+    void parse();
     [[noreturn]] void fail_type(const GgufKv& kv, const char* expected) const;
 
     std::unique_ptr<MappedFile> file_;
+    std::vector<uint8_t> header_;  // (data_offset_ or less) bytes: the file's header, copied
     uint32_t version_ = 0;
     uint32_t alignment_ = kGgufDefaultAlignment;
     uint64_t data_offset_ = 0;

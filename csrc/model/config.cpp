@@ -46,6 +46,12 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
 
     c.n_embd = required_uint("embedding_length");
     c.n_layers = required_uint("block_count");
+    // Each block has at least nine tensors (two norms, seven linears): a block count beyond
+    // what the tensor table holds is corrupt, rejected before anything is sized from it.
+    const uint64_t n_tensors = f.tensors().size();
+    BITNET_CHECK(static_cast<uint64_t>(c.n_layers) <= n_tensors / 9, FormatError, path, ": key '",
+                 p, "block_count' is ", c.n_layers, " but the file has ", n_tensors,
+                 " tensors, enough for at most ", n_tensors / 9, " blocks of 9");
     c.n_ff = required_uint("feed_forward_length");
     c.n_heads = required_uint("attention.head_count");
     c.n_kv_heads = optional_uint("attention.head_count_kv", c.n_heads);

@@ -1,7 +1,9 @@
 // Binding GGUF tensors to the decoder's weights, with shape and type checks.
 #include "model/weights.h"
 
+#include <algorithm>
 #include <cmath>
+#include <new>
 
 #include "core/error.h"
 #include "format/dequant.h"
@@ -90,16 +92,13 @@ PackedLinear load_linear(const GgufFile& f, const std::string& base, int64_t n_i
     return w;
 }
 
-}  // namespace
-
-void DenseMatrix::row(int64_t i, float* out) const {
-    dequantize_row(tensor->type, tensor->data + static_cast<uint64_t>(i) * row_bytes, n_cols, out);
-}
-
-ModelWeights ModelWeights::load(const GgufFile& f, const ModelConfig& c) {
+// ModelWeights::load's body; current names the tensor being loaded, for the out-of-memory message.
+ModelWeights load_all(const GgufFile& f, const ModelConfig& c, std::string& current) {
     ModelWeights w;
     w.token_embd = load_dense(f, "token_embd.weight", c.n_vocab, c.n_embd);
+    current = "output.weight";
     w.output = c.tied_output ? w.token_embd : load_dense(f, "output.weight", c.n_vocab, c.n_embd);
+    current = "output_norm.weight";
     w.output_norm = load_norm(f, "output_norm.weight", c.n_embd);
 
     const int64_t q_dim = c.n_heads * c.head_dim;
@@ -107,23 +106,51 @@ ModelWeights ModelWeights::load(const GgufFile& f, const ModelConfig& c) {
     // Files of the bitnet architectures may carry latent float weights, quantized here as the
     // BitNet reference does at load; a llama file must already be ternary.
     const bool allow_latent = c.arch != "llama";
-    w.layers.resize(static_cast<size_t>(c.n_layers));
+    // Layers are added as their tensors are found: nothing is sized from block_count alone.
+    w.layers.reserve(static_cast<size_t>(std::min<int64_t>(c.n_layers, 256)));
     for (int64_t il = 0; il < c.n_layers; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
-        LayerWeights& l = w.layers[static_cast<size_t>(il)];
-        l.attn_norm = load_norm(f, p + "attn_norm.weight", c.n_embd);
-        l.ffn_norm = load_norm(f, p + "ffn_norm.weight", c.n_embd);
-        l.attn_sub_norm = load_optional_norm(f, p + "attn_sub_norm.weight", q_dim);
-        l.ffn_sub_norm = load_optional_norm(f, p + "ffn_sub_norm.weight", c.n_ff);
-        l.wq = load_linear(f, p + "attn_q", c.n_embd, q_dim, allow_latent);
-        l.wk = load_linear(f, p + "attn_k", c.n_embd, kv_dim, allow_latent);
-        l.wv = load_linear(f, p + "attn_v", c.n_embd, kv_dim, allow_latent);
-        l.wo = load_linear(f, p + "attn_output", q_dim, c.n_embd, allow_latent);
-        l.w_gate = load_linear(f, p + "ffn_gate", c.n_embd, c.n_ff, allow_latent);
-        l.w_up = load_linear(f, p + "ffn_up", c.n_embd, c.n_ff, allow_latent);
-        l.w_down = load_linear(f, p + "ffn_down", c.n_ff, c.n_embd, allow_latent);
+        LayerWeights& l = w.layers.emplace_back();
+        auto norm = [&](const char* name, int64_t n, bool optional) {
+            current = p + name;
+            return optional ? load_optional_norm(f, current, n) : load_norm(f, current, n);
+        };
+        auto linear = [&](const char* name, int64_t n_in, int64_t n_out) {
+            current = p + name + ".weight";
+            return load_linear(f, p + name, n_in, n_out, allow_latent);
+        };
+        l.attn_norm = norm("attn_norm.weight", c.n_embd, false);
+        l.ffn_norm = norm("ffn_norm.weight", c.n_embd, false);
+        l.attn_sub_norm = norm("attn_sub_norm.weight", q_dim, true);
+        l.ffn_sub_norm = norm("ffn_sub_norm.weight", c.n_ff, true);
+        l.wq = linear("attn_q", c.n_embd, q_dim);
+        l.wk = linear("attn_k", c.n_embd, kv_dim);
+        l.wv = linear("attn_v", c.n_embd, kv_dim);
+        l.wo = linear("attn_output", q_dim, c.n_embd);
+        l.w_gate = linear("ffn_gate", c.n_embd, c.n_ff);
+        l.w_up = linear("ffn_up", c.n_embd, c.n_ff);
+        l.w_down = linear("ffn_down", c.n_ff, c.n_embd);
     }
     return w;
+}
+
+}  // namespace
+
+void DenseMatrix::row(int64_t i, float* out) const {
+    dequantize_row(tensor->type, tensor->data + static_cast<uint64_t>(i) * row_bytes, n_cols, out);
+}
+
+ModelWeights ModelWeights::load(const GgufFile& f, const ModelConfig& c) {
+    std::string current = "token_embd.weight";  // the tensor being loaded, for the message
+    try {
+        return load_all(f, c, current);
+    } catch (const std::bad_alloc&) {
+        // Sizes were checked against the tensors in the file: the machine is out of memory.
+        const GgufTensor* t = f.find_tensor(current);
+        throw Error(str_cat(f.path(), ": out of memory while loading tensor '", current, "'",
+                            t ? str_cat(" (", type_name(t->type), ", shape ", t->shape_str(), ")")
+                              : std::string()));
+    }
 }
 
 }  // namespace bitnet

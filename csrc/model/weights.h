@@ -68,6 +68,8 @@ struct ModelWeights {
     std::vector<float> output_norm;    // (n_embd)
     std::vector<LayerWeights> layers;  // (n_layers)
 
+    // Throws FormatError / UnsupportedError naming the tensor; Error naming the tensor when the
+    // machine runs out of memory (std::bad_alloc never escapes).
     static ModelWeights load(const GgufFile& file, const ModelConfig& config);
 };
 
