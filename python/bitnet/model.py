@@ -9,10 +9,10 @@ next turn of a chat) reuses that call's cache for the shared prefix.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,9 +20,22 @@ import numpy as np
 
 from . import _core
 from .chat import render_chat_template
-from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
+from .checks import (
+    check_load_options,
+    check_memory,
+    check_model_path,
+    check_token_ids,
+    model_path,
+)
+from .errors import (
+    BitnetError,
+    ContextLengthError,
+    ParameterError,
+    ShapeError,
+    UnsupportedError,
+)
 from .generation import SamplingParams, SessionPool, TextStream, generate_tokens
-from .tokenizer import Tokenizer, tokenizer_from_gguf
+from .tokenizer import Tokenizer, check_text, tokenizer_from_gguf
 
 __all__ = ["Model", "load"]
 
@@ -54,26 +67,35 @@ class Model:
         isa: str | None = None,
         kernel: str | None = None,
     ) -> None:
-        self.path = os.fspath(path)
-        if n_threads is not None and not 1 <= n_threads <= 1024:
-            raise ShapeError(f"n_threads must be between 1 and 1024, got {n_threads}")
-        if kv_cache not in ("f32", "f16"):
-            raise ShapeError(f"kv_cache must be 'f32' or 'f16', got {kv_cache!r}")
-        p = Path(self.path)
-        if p.is_dir():
-            hint = " (a Hugging Face checkpoint: convert it with `bitnet convert`)"
-            raise FormatError(
-                f"{self.path}: is a directory, not a GGUF file"
-                + (hint if (p / "config.json").is_file() else "")
-            )
-        if not p.exists():
-            raise FileNotFoundError(f"{self.path}: no such file")
+        self.path = model_path(path)
+        check_load_options(
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_threads=n_threads,
+            kv_cache=kv_cache,
+            output_type=output_type,
+            isa=isa,
+            kernel=kernel,
+        )
+        check_model_path(self.path)
         self._core = _core.Model(self.path, output_type, isa or "", kernel or "")
+        check_memory(
+            self._core.config,
+            path=self.path,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            kv_cache=kv_cache,
+            n_threads=n_threads or os.cpu_count() or 1,
+        )
         self._pool: SessionPool | None = SessionPool(
             self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_f16=kv_cache == "f16"
         )
         self._n_ctx = self._pool.n_ctx
+        self._n_batch = min(n_batch, self._n_ctx)
         self._tokenizer: Tokenizer | None = None
+        # A malformed tokenizer fails the load; a missing one fails when first needed.
+        with contextlib.suppress(UnsupportedError):
+            self._tokenizer = tokenizer_from_gguf(self._core.file, self.n_vocab)
 
     # -- metadata -------------------------------------------------------------------------
     @property
@@ -118,7 +140,7 @@ class Model:
     def tokenizer(self) -> Tokenizer:
         """The model's tokenizer, rebuilt from the file on first use."""
         if self._tokenizer is None:
-            self._tokenizer = tokenizer_from_gguf(self._core.file)
+            self._tokenizer = tokenizer_from_gguf(self._core.file, self.n_vocab)
         return self._tokenizer
 
     @property
@@ -145,6 +167,11 @@ class Model:
             special: Read special-token text such as ``"<|eot_id|>"`` as that token (as chat
                 templates need); False reads it as plain text.
         """
+        check_text(text, "text")
+        if add_bos is not None and not isinstance(add_bos, bool):
+            raise ParameterError("add_bos", f"add_bos must be True, False or None, got {add_bos!r}")
+        if not isinstance(special, bool):
+            raise ParameterError("special", f"special must be True or False, got {special!r}")
         tok = self.tokenizer
         ids = tok.encode(text, special=special)
         bos = tok.bos_id
@@ -154,24 +181,37 @@ class Model:
         return ids
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        """Text of token ids."""
-        return self.tokenizer.decode(ids)
+        """Text of token ids (integers in [0, n_vocab))."""
+        checked = check_token_ids(ids, self.n_vocab, "ids", allow_empty=True)
+        return self.tokenizer.decode(checked.tolist())
 
     # -- computation ----------------------------------------------------------------------
     def logits(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Logits (len(token_ids), n_vocab) float32 of a sequence evaluated from position 0."""
-        ids = np.asarray(token_ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise ShapeError("token_ids must be a non-empty 1-D sequence of token ids")
-        if ids.min() < 0 or ids.max() >= self.n_vocab:
-            raise ShapeError(f"token ids must be in [0, {self.n_vocab})")
+        """Logits (len(token_ids), n_vocab) float32 of a sequence evaluated from position 0.
+
+        The sequence is run n_batch tokens at a time, so Ctrl-C interrupts a long one between
+        two batches.
+
+        Raises:
+            ParameterError: token_ids is empty, not integers, or holds an id outside
+                [0, n_vocab).
+            ContextLengthError: token_ids is longer than the context.
+        """
+        ids = check_token_ids(token_ids, self.n_vocab, "token_ids")
         pool = self._live_pool()
+        if len(ids) > pool.n_ctx:
+            raise ContextLengthError(len(ids), pool.n_ctx)
         slot = pool.acquire()
         try:
             slot.session.truncate(0)
             slot.tokens.clear()
-            slot.tokens.extend(int(i) for i in ids)
-            return np.asarray(slot.session.decode(ids.astype(np.int32), True))
+            out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
+            step = self._n_batch
+            for start in range(0, len(ids), step):  # signals are handled between chunks
+                chunk = ids[start : start + step]
+                slot.tokens.extend(chunk.tolist())
+                out[start : start + len(chunk)] = slot.session.decode(chunk, True)
+            return out
         finally:
             pool.release(slot)
 
@@ -290,6 +330,7 @@ class Model:
         return self._stream_ids(self._prompt_ids(prompt), params, strip_leading_space=False)
 
     def _prompt_ids(self, text: str) -> list[int]:
+        check_text(text, "prompt")
         ids = self.tokenize(text)
         if not ids:
             raise ShapeError("the prompt is empty and the model adds no BOS token")
@@ -495,8 +536,8 @@ class Model:
 
         Args:
             text: The evaluation text (at least two tokens).
-            window: Tokens per window (0: the model's context).
-            stride: Tokens between window starts (0: half a window).
+            window: Tokens per window (0, or more than the context: the model's context).
+            stride: Tokens between window starts, at most a window (0: half a window).
             progress: Show a progress bar.
 
         Returns:
@@ -507,17 +548,28 @@ class Model:
             >>> model.perplexity(open("wiki.test.raw").read(), window=512)  # doctest: +SKIP
             12.7
         """
+        for name, value in (("window", window), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ParameterError(name, f"{name} must be an integer >= 0, got {value!r}")
+        if not isinstance(progress, bool):
+            raise ParameterError("progress", f"progress must be True or False, got {progress!r}")
+        check_text(text, "text")
         ids = self.tokenize(text)
         if len(ids) < 2:
             raise ShapeError("perplexity needs a text of at least two tokens")
         pool = self._live_pool()
         window = min(window or pool.n_ctx, pool.n_ctx)
+        if window < 2:
+            raise ParameterError("window", f"window must be at least 2 tokens, got {window}")
         stride = stride or max(1, window // 2)
-        if window < 2 or not 1 <= stride <= window:
-            raise ValueError(f"need window >= 2 and 1 <= stride <= window (got {window}, {stride})")
+        if stride > window:
+            raise ParameterError(
+                "stride", f"stride must be at most the window ({window} tokens), got {stride}"
+            )
         n = len(ids)
         n_windows = 1 if n <= window else 1 + -(-(n - window) // stride)
-        rows = max(1, min(window, (1 << 24) // self.n_vocab))  # logits per decode: <= 64 MiB
+        # Logits per decode: at most 64 MiB and one batch (Ctrl-C is handled between decodes).
+        rows = max(1, min(window, self._n_batch, (1 << 24) // self.n_vocab))
         nll = 0.0
         count = 0
         scored = 1  # tokens [0, scored) need no (more) scoring
@@ -532,9 +584,10 @@ class Model:
                 first = max(scored, begin + 1) - 1
                 slot.session.truncate(0)
                 slot.tokens.clear()
-                if first > begin:
-                    slot.tokens.extend(ids[begin:first])
-                    slot.session.decode(np.asarray(ids[begin:first], dtype=np.int32), False)
+                for chunk in range(begin, first, self._n_batch):  # the context, batch by batch
+                    piece = ids[chunk : min(chunk + self._n_batch, first)]
+                    slot.tokens.extend(piece)
+                    slot.session.decode(np.asarray(piece, dtype=np.int32), False)
                 for chunk in range(first, end - 1, rows):
                     piece = ids[chunk : min(chunk + rows, end - 1)]
                     slot.tokens.extend(piece)

@@ -21,42 +21,44 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .errors import FormatError, UnsupportedError
-from .tokenizer_ggml import (
+from .errors import FormatError, ParameterError, UnsupportedError
+from .tokenizer_ggml import bpe_from_arrays, byte_decoder, sentencepiece_from_arrays
+from .tokenizer_meta import (
     BYTE,
     CONTROL,
-    LLAMA3_PRE,
     UNKNOWN,
     UNUSED,
     USER_DEFINED,
-    bpe_from_arrays,
-    byte_decoder,
-    sentencepiece_from_arrays,
+    TokenizerMeta,
+    byte_of_piece,
+    read_meta,
 )
 
-__all__ = ["Tokenizer", "tokenizer_from_gguf"]
+__all__ = ["Tokenizer", "check_text", "tokenizer_from_gguf"]
 
 KEY_HF_JSON = "tokenizer.huggingface.json"
 KEY_SP_MODEL = "tokenizer.sentencepiece.model"
 
-# Texts of end-of-turn tokens, used when the file names no tokenizer.ggml.eot_token_id (the
-# official 2B4T GGUF ends turns with <|eot_id|> but declares only <|end_of_text|>).
-_EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>")
 
+def check_text(text: object, param: str) -> str:
+    """text itself when it is a str that UTF-8 can encode, else a ParameterError naming param.
 
-@dataclass(frozen=True)
-class _Meta:
-    """What the GGUF metadata says about special tokens."""
-
-    where: str
-    tokens: list[str]  # tokenizer.ggml.tokens ([] when absent)
-    types: list[int] | None  # tokenizer.ggml.token_type
-    bos_id: int | None
-    eos_ids: tuple[int, ...]
-    add_bos: bool
+    Lone surrogates are what ``errors="surrogateescape"`` makes of undecodable bytes (command
+    line arguments, files read that way): no tokenizer can encode them.
+    """
+    if not isinstance(text, str):
+        raise ParameterError(param, f"{param} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ParameterError(
+            param,
+            f"{param} is not valid Unicode: it holds the lone surrogate {text[e.start]!r} at "
+            f"index {e.start} (bytes that were not UTF-8, decoded with errors='surrogateescape'?)",
+        ) from None
+    return text
 
 
 class Tokenizer(ABC):
@@ -79,7 +81,7 @@ class Tokenizer(ABC):
     kind: str  # "bpe" or "sentencepiece"
     strip_leading_space: bool = False
 
-    def __init__(self, meta: _Meta) -> None:
+    def __init__(self, meta: TokenizerMeta) -> None:
         self.bos_id = meta.bos_id
         self.eos_ids = meta.eos_ids
         self.add_bos = meta.add_bos
@@ -141,7 +143,7 @@ class _HuggingFace(Tokenizer):
 
     kind = "bpe"
 
-    def __init__(self, tok: Any, meta: _Meta, decoder: Any) -> None:
+    def __init__(self, tok: Any, meta: TokenizerMeta, decoder: Any) -> None:
         super().__init__(meta)
         self._tok = tok
         self._decoder = json.dumps(decoder, ensure_ascii=False)
@@ -150,6 +152,7 @@ class _HuggingFace(Tokenizer):
         self.strip_leading_space = '"Strip"' in self._decoder
 
     def encode(self, text: str, *, special: bool = True) -> list[int]:
+        check_text(text, "text")
         tok = self._tok if special else self._literal_tokenizer()
         return list(tok.encode(text, add_special_tokens=False).ids)
 
@@ -188,8 +191,8 @@ class _HuggingFace(Tokenizer):
                 out.append(b"")
             elif byte_level and all(c in to_byte for c in piece):
                 out.append(bytes(to_byte[c] for c in piece))
-            elif metaspace and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
-                out.append(bytes([int(piece[3:5], 16)]))
+            elif metaspace and byte_of_piece(piece) is not None:
+                out.append(bytes([byte_of_piece(piece) or 0]))
             elif metaspace:
                 out.append(piece.replace("\u2581", " ").encode())
             else:
@@ -207,7 +210,7 @@ class _SentencePiece(Tokenizer):
 
     kind = "sentencepiece"
 
-    def __init__(self, model: bytes, meta: _Meta) -> None:
+    def __init__(self, model: bytes, meta: TokenizerMeta) -> None:
         super().__init__(meta)
         import sentencepiece as spm
 
@@ -217,6 +220,7 @@ class _SentencePiece(Tokenizer):
         except RuntimeError as e:
             raise FormatError(f"{meta.where}: the SentencePiece model does not load ({e})") from e
         self._n = int(self._sp.get_piece_size())
+        self.n_pieces = self._n
         first = self._sp.encode("a", out_type=str)
         self.strip_leading_space = bool(first) and first[0].startswith("\u2581")
         special: dict[str, int] = {}
@@ -242,6 +246,7 @@ class _SentencePiece(Tokenizer):
         self._literal_re = _alternation(literal)
 
     def encode(self, text: str, *, special: bool = True) -> list[int]:
+        check_text(text, "text")
         pattern, table = (
             (self._special_re, self._special) if special else (self._literal_re, self._literal)
         )
@@ -270,8 +275,9 @@ class _SentencePiece(Tokenizer):
                 out.append(self._meta.tokens[i].encode() if keep else b"")
                 continue
             piece = str(sp.id_to_piece(i))
-            if sp.is_byte(i) or self._type_of(i) == BYTE:
-                out.append(bytes([int(piece[3:5], 16)]))
+            byte = byte_of_piece(piece)
+            if byte is not None and (sp.is_byte(i) or self._type_of(i) == BYTE):
+                out.append(bytes([byte]))
             elif sp.is_control(i) or sp.is_unused(i):
                 out.append(b"")
             elif sp.is_unknown(i):
@@ -287,70 +293,58 @@ def _alternation(table: dict[str, int]) -> re.Pattern[str] | None:
     return re.compile("|".join(re.escape(t) for t in sorted(table, key=len, reverse=True)))
 
 
-def _int_or_none(value: Any) -> int | None:
-    return int(value) if value is not None and int(value) >= 0 else None
+def tokenizer_from_gguf(file: Any, n_vocab: int | None = None) -> Tokenizer:
+    """The tokenizer stored in a GGUF file (a ``_core.GgufFile``), checked against the model.
 
+    Everything that can be wrong with the tokenizer data is found here, when the model loads:
+    each ``tokenizer.*`` key's type, length and range (:mod:`bitnet.tokenizer_meta`), that the
+    reference library accepts the vocabulary, and that no token id reaches n_vocab.
 
-def _read_meta(file: Any) -> _Meta:
-    get = file.get
-    tokens = get("tokenizer.ggml.tokens")
-    tokens = [str(t) for t in tokens] if tokens is not None else []
-    types = get("tokenizer.ggml.token_type")
-    types_list = [int(t) for t in types] if types is not None else None
-    bos = _int_or_none(get("tokenizer.ggml.bos_token_id"))
-    eos_ids: list[int] = []
-    for key in ("eos", "eot", "eom"):
-        value = _int_or_none(get(f"tokenizer.ggml.{key}_token_id"))
-        if value is not None and value not in eos_ids:
-            eos_ids.append(value)
-    if get("tokenizer.ggml.eot_token_id") is None and tokens:
-        wanted = set(_EOT_TEXTS)
-        for i, t in enumerate(tokens):
-            special = types_list is None or types_list[i] in (CONTROL, USER_DEFINED)
-            if t in wanted and i not in eos_ids and special:
-                eos_ids.append(i)
-    add_bos_value = get("tokenizer.ggml.add_bos_token")
-    model = get("tokenizer.ggml.model")
-    if add_bos_value is not None:
-        add_bos = bool(add_bos_value)
-    elif model == "llama" or get("tokenizer.ggml.pre") in LLAMA3_PRE:
-        add_bos = bos is not None  # llama.cpp's default for these vocabularies
-    else:
-        add_bos = bos is not None and model != "gpt2"
-    return _Meta(
-        where=str(file.path),
-        tokens=tokens,
-        types=types_list,
-        bos_id=bos,
-        eos_ids=tuple(eos_ids),
-        add_bos=add_bos,
-    )
-
-
-def tokenizer_from_gguf(file: Any) -> Tokenizer:
-    """The tokenizer stored in a GGUF file (a ``_core.GgufFile``).
+    Args:
+        file: The GGUF file.
+        n_vocab: Rows of the model's token embedding (None: not checked).
 
     Raises:
         UnsupportedError: The file carries no tokenizer bitnet can rebuild.
-        FormatError: The tokenizer data is inconsistent.
+        FormatError: The tokenizer data is malformed or inconsistent (names the key).
     """
-    meta = _read_meta(file)
+    meta = read_meta(file, n_vocab)
+    tok, key, size = _build(file, meta)
+    if n_vocab is not None and size > n_vocab:
+        raise FormatError(
+            f"{meta.where}: the tokenizer in key '{key}' has {size} tokens, more than the "
+            f"model's {n_vocab} token embeddings (rows of token_embd.weight)"
+        )
+    tok._piece_table()  # built now, so that a malformed piece fails at load
+    return tok
+
+
+def _build(file: Any, meta: TokenizerMeta) -> tuple[Tokenizer, str, int]:
+    """The tokenizer, the key it came from and how many token ids it can produce."""
     hf_json = file.get(KEY_HF_JSON)
-    if isinstance(hf_json, str):
+    if hf_json is not None:
         from tokenizers import Tokenizer as HfTokenizer
 
         try:
-            decoder = json.loads(hf_json).get("decoder")
+            spec = json.loads(hf_json)
+            decoder = spec.get("decoder") if isinstance(spec, dict) else None
             tok = HfTokenizer.from_str(hf_json)
         except Exception as e:  # tokenizers raises plain Exception
             raise FormatError(f"{meta.where}: {KEY_HF_JSON} does not load ({e})") from e
-        return _HuggingFace(tok, meta, decoder)
+        if not isinstance(spec, dict):
+            raise FormatError(
+                f"{meta.where}: {KEY_HF_JSON} should be a JSON object, found {type(spec).__name__}"
+            )
+        size = int(tok.get_vocab_size(with_added_tokens=True))
+        return _HuggingFace(tok, meta, decoder), KEY_HF_JSON, size
     sp_model = file.get(KEY_SP_MODEL)
     if sp_model is not None:
-        return _SentencePiece(bytes(sp_model), meta)
+        sp = _SentencePiece(bytes(sp_model), meta)
+        return sp, KEY_SP_MODEL, sp.n_pieces
     model = file.get("tokenizer.ggml.model")
     if model is not None and not meta.tokens:
         raise FormatError(f"{meta.where}: tokenizer.ggml.model is set but tokens are missing")
+    key = "tokenizer.ggml.tokens"
     if model == "gpt2":
         merges = file.get("tokenizer.ggml.merges")
         if merges is None:
@@ -358,21 +352,22 @@ def tokenizer_from_gguf(file: Any) -> Tokenizer:
         tok = bpe_from_arrays(
             meta.tokens, meta.types, merges, file.get("tokenizer.ggml.pre"), meta.where
         )
-        return _HuggingFace(tok, meta, {"type": "ByteLevel"})
+        return _HuggingFace(tok, meta, {"type": "ByteLevel"}), key, len(meta.tokens)
     if model == "llama":
         space = file.get("tokenizer.ggml.add_space_prefix")
+        ids = meta.special_ids
         proto = sentencepiece_from_arrays(
             meta.tokens,
             file.get("tokenizer.ggml.scores"),
             meta.types,
-            unk_id=_int_or_none(file.get("tokenizer.ggml.unknown_token_id")),
+            unk_id=ids["tokenizer.ggml.unknown_token_id"],
             bos_id=meta.bos_id,
-            eos_id=_int_or_none(file.get("tokenizer.ggml.eos_token_id")),
-            pad_id=_int_or_none(file.get("tokenizer.ggml.padding_token_id")),
+            eos_id=ids["tokenizer.ggml.eos_token_id"],
+            pad_id=ids["tokenizer.ggml.padding_token_id"],
             add_space_prefix=True if space is None else bool(space),
             where=meta.where,
         )
-        return _SentencePiece(proto, meta)
+        return _SentencePiece(proto, meta), key, len(meta.tokens)
     if model is None:
         raise UnsupportedError(f"{meta.where}: the file carries no tokenizer")
     raise UnsupportedError(

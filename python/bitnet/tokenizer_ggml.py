@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import FormatError, UnsupportedError
+from .tokenizer_meta import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED
 
 __all__ = [
     "CONTROL",
@@ -31,9 +32,6 @@ __all__ = [
     "byte_encoder",
     "sentencepiece_from_arrays",
 ]
-
-# GGUF token types (the same numbers as SentencePiece's piece types).
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 _LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
