@@ -51,6 +51,23 @@ uint64_t utf8_invalid_at(const uint8_t* p, uint64_t n) {
     return n;
 }
 
+// What a read is for, formatted only when it fails: "<what> of <of> '<name>' [index]". Parsing a
+// vocabulary reads hundreds of thousands of strings; building a message for each would dominate.
+struct Where {
+    const char* what;
+    const char* of = nullptr;          // "key", "tensor", "metadata entry"
+    const std::string* name = nullptr;
+    int64_t index = -1;
+
+    std::string str() const {
+        std::string s = what;
+        if (of) s += std::string(" of ") + of;
+        if (name) s += " '" + *name + "'";
+        if (index >= 0) s += name ? str_cat(" [", index, "]") : str_cat(" ", index);
+        return s;
+    }
+};
+
 // Sequential little-endian reader over [0, size) of the file. Every read checks that the bytes
 // exist and throws FormatError naming the file, what was being read and the offset.
 //
@@ -65,9 +82,9 @@ class Cursor {
     uint64_t pos() const { return pos_; }
     uint64_t remaining() const { return file_.size() - pos_; }
 
-    void need(uint64_t n, const std::string& what) {
+    void need(uint64_t n, const Where& what) {
         if (n > remaining()) {
-            throw FormatError(str_cat(file_.path(), ": truncated while reading ", what,
+            throw FormatError(str_cat(file_.path(), ": truncated while reading ", what.str(),
                                       " at byte offset ", pos_, ": need ", n, " bytes, ",
                                       remaining(), " left (file size ", file_.size(), ")"));
         }
@@ -82,7 +99,7 @@ class Cursor {
     }
 
     template <typename T>
-    T read(const std::string& what) {
+    T read(const Where& what) {
         need(sizeof(T), what);
         T v;
         std::memcpy(&v, snapshot_.data() + pos_, sizeof(T));
@@ -90,17 +107,17 @@ class Cursor {
         return v;
     }
 
-    void skip(uint64_t n, const std::string& what) {
+    void skip(uint64_t n, const Where& what) {
         need(n, what);
         pos_ += n;
     }
 
     // A length-prefixed string, checked to be valid UTF-8 (GGUF strings are UTF-8).
-    std::string read_string(const std::string& what, uint64_t max_len) {
+    std::string read_string(const Where& what, uint64_t max_len) {
         const uint64_t at = pos_;
-        const uint64_t len = read<uint64_t>(what + " length");
+        const uint64_t len = read<uint64_t>(what);
         if (len > max_len) {
-            throw FormatError(str_cat(file_.path(), ": ", what, " at byte offset ", at,
+            throw FormatError(str_cat(file_.path(), ": ", what.str(), " at byte offset ", at,
                                       " has length ", len, ", more than the limit of ", max_len));
         }
         skip_utf8(len, what);
@@ -108,11 +125,11 @@ class Cursor {
     }
 
     // Skips n bytes of string data after checking that they are valid UTF-8.
-    void skip_utf8(uint64_t n, const std::string& what) {
+    void skip_utf8(uint64_t n, const Where& what) {
         need(n, what);
         const uint64_t bad = utf8_invalid_at(snapshot_.data() + pos_, n);
         if (bad != n) {
-            throw FormatError(str_cat(file_.path(), ": ", what, " is not valid UTF-8: byte 0x",
+            throw FormatError(str_cat(file_.path(), ": ", what.str(), " is not valid UTF-8: byte 0x",
                                       std::hex, static_cast<unsigned>(snapshot_[pos_ + bad]),
                                       std::dec, " at byte offset ", pos_ + bad));
         }
@@ -133,28 +150,27 @@ void skip_value(Cursor& cur, GgufType type, const std::string& key, uint32_t dep
                 const std::string& path, int64_t index = -1) {
     const uint64_t scalar = GgufFile::scalar_bytes(type);
     if (scalar) {
-        cur.skip(scalar, "value of key '" + key + "'");
+        cur.skip(scalar, {"value", "key", &key, index});
         return;
     }
     if (type == GgufType::STRING) {
-        const uint64_t len = cur.read<uint64_t>("string length of key '" + key + "'");
-        cur.skip_utf8(len, "string value of key '" + key + "'" +
-                               (index >= 0 ? str_cat(" [", index, "]") : std::string()));
+        const uint64_t len = cur.read<uint64_t>({"string length", "key", &key, index});
+        cur.skip_utf8(len, {"string value", "key", &key, index});
         return;
     }
     // ARRAY
     BITNET_CHECK(depth < kMaxArrayNesting, FormatError, path, ": key '", key,
                  "': arrays nested more than ", kMaxArrayNesting, " deep");
-    const uint32_t elem = cur.read<uint32_t>("array element type of key '" + key + "'");
+    const uint32_t elem = cur.read<uint32_t>({"array element type", "key", &key, index});
     BITNET_CHECK(valid_type(elem), FormatError, path, ": key '", key,
                  "': invalid array element type ", elem);
-    const uint64_t count = cur.read<uint64_t>("array length of key '" + key + "'");
+    const uint64_t count = cur.read<uint64_t>({"array length", "key", &key, index});
     const uint64_t elem_scalar = GgufFile::scalar_bytes(static_cast<GgufType>(elem));
     if (elem_scalar) {
         BITNET_CHECK(count <= cur.remaining() / elem_scalar, FormatError, path, ": key '", key,
                      "': array of ", count, " elements of ", elem_scalar,
                      " bytes does not fit in the ", cur.remaining(), " bytes left");
-        cur.skip(count * elem_scalar, "array of key '" + key + "'");
+        cur.skip(count * elem_scalar, {"array", "key", &key, index});
         return;
     }
     // Strings and arrays take at least 8 bytes each: reject absurd counts before looping.
@@ -226,15 +242,15 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
 void GgufFile::parse() {
     const std::string& path = file_->path();
     Cursor cur(*file_, header_);
-    const uint32_t magic = cur.read<uint32_t>("magic");
+    const uint32_t magic = cur.read<uint32_t>({"magic"});
     BITNET_CHECK(magic == kGgufMagic, FormatError, path,
                  ": not a GGUF file (expected magic 'GGUF', found bytes 0x", std::hex, magic,
                  std::dec, ")");
-    version_ = cur.read<uint32_t>("version");
+    version_ = cur.read<uint32_t>({"version"});
     BITNET_CHECK(version_ == 2 || version_ == 3, FormatError, path, ": unsupported GGUF version ",
                  version_, " (this reader supports versions 2 and 3)");
-    const uint64_t n_tensors = cur.read<uint64_t>("tensor count");
-    const uint64_t n_kv = cur.read<uint64_t>("metadata count");
+    const uint64_t n_tensors = cur.read<uint64_t>({"tensor count"});
+    const uint64_t n_kv = cur.read<uint64_t>({"metadata count"});
     // Each entry takes at least 13 bytes (an empty key, a type, a one-byte value), each tensor
     // info at least 24: counts beyond what the file can hold are corrupt.
     BITNET_CHECK(n_kv <= cur.remaining() / 13, FormatError, path, ": metadata count ", n_kv,
@@ -245,9 +261,10 @@ void GgufFile::parse() {
     kvs_.reserve(std::min<uint64_t>(n_kv, 1024));  // a hint: counts come from the file
     for (uint64_t i = 0; i < n_kv; ++i) {
         GgufKv kv;
-        kv.key = cur.read_string(str_cat("key of metadata entry ", i), kMaxNameBytes);
+        kv.key = cur.read_string({"key", "metadata entry", nullptr, static_cast<int64_t>(i)},
+                                 kMaxNameBytes);
         BITNET_CHECK(!kv.key.empty(), FormatError, path, ": metadata entry ", i, " has an empty key");
-        const uint32_t type = cur.read<uint32_t>("type of key '" + kv.key + "'");
+        const uint32_t type = cur.read<uint32_t>({"type", "key", &kv.key});
         BITNET_CHECK(valid_type(type), FormatError, path, ": key '", kv.key,
                      "' has invalid value type ", type);
         kv.type = static_cast<GgufType>(type);
@@ -255,9 +272,9 @@ void GgufFile::parse() {
         if (kv.type == GgufType::ARRAY) {
             // Peek at the element type and count; skip_value validates the whole array.
             Cursor peek = cur;
-            const uint32_t elem = peek.read<uint32_t>("array element type of key '" + kv.key + "'");
+            const uint32_t elem = peek.read<uint32_t>({"array element type", "key", &kv.key});
             kv.elem_type = static_cast<GgufType>(elem);
-            kv.count = peek.read<uint64_t>("array length of key '" + kv.key + "'");
+            kv.count = peek.read<uint64_t>({"array length", "key", &kv.key});
         }
         skip_value(cur, kv.type, kv.key, 0, path);
         kv.value_bytes = cur.pos() - kv.value_offset;
@@ -281,22 +298,23 @@ void GgufFile::parse() {
     tensors_.reserve(std::min<uint64_t>(n_tensors, 4096));
     for (uint64_t i = 0; i < n_tensors; ++i) {
         GgufTensor t;
-        t.name = cur.read_string(str_cat("name of tensor ", i), kMaxNameBytes);
+        t.name = cur.read_string({"name", "tensor", nullptr, static_cast<int64_t>(i)},
+                                 kMaxNameBytes);
         BITNET_CHECK(!t.name.empty(), FormatError, path, ": tensor ", i, " has an empty name");
         const std::string what = "tensor '" + t.name + "'";
-        const uint32_t n_dims = cur.read<uint32_t>("dimension count of " + what);
+        const uint32_t n_dims = cur.read<uint32_t>({"dimension count", "tensor", &t.name});
         BITNET_CHECK(n_dims >= 1 && n_dims <= kGgufMaxDims, FormatError, path, ": ", what, " has ",
                      n_dims, " dimensions (expected 1 to ", kGgufMaxDims, ")");
         t.n_elements = 1;
         for (uint32_t d = 0; d < n_dims; ++d) {
-            const uint64_t ne = cur.read<uint64_t>("shape of " + what);
+            const uint64_t ne = cur.read<uint64_t>({"shape", "tensor", &t.name});
             BITNET_CHECK(ne >= 1, FormatError, path, ": ", what, " has dimension ", d, " of size 0");
             BITNET_CHECK(ne <= (uint64_t{1} << 62) / t.n_elements, FormatError, path, ": ", what,
                          " has an element count that overflows");
             t.n_elements *= ne;
             t.shape.push_back(ne);
         }
-        t.type = cur.read<uint32_t>("type of " + what);
+        t.type = cur.read<uint32_t>({"type", "tensor", &t.name});
         auto traits = type_traits(t.type);
         BITNET_CHECK(traits.has_value(), FormatError, path, ": ", what, " has unknown tensor type id ",
                      t.type, " (a corrupt file, or a type newer than this reader)");
@@ -305,7 +323,7 @@ void GgufFile::parse() {
                      " has row length ", t.shape[0], ", not a multiple of the block size ",
                      traits->block_size);
         t.size_bytes = *bytes;
-        t.offset = cur.read<uint64_t>("data offset of " + what);  // relative for now
+        t.offset = cur.read<uint64_t>({"data offset", "tensor", &t.name});  // relative for now
         BITNET_CHECK(t.offset % alignment_ == 0, FormatError, path, ": ", what, " data offset ",
                      t.offset, " is not a multiple of the alignment ", alignment_);
         BITNET_CHECK(tensor_index_.emplace(t.name, tensors_.size()).second, FormatError, path,
