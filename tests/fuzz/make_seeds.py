@@ -180,7 +180,9 @@ def model(
             blocks = values.reshape(-1, 32)
             d = np.abs(blocks).max(axis=1) / 127
             q = np.round(blocks / d[:, None]).astype(np.int8)
-            raw = np.concatenate([d.astype(np.float16).view(np.uint8).reshape(-1, 2), q.view(np.uint8)], axis=1)
+            raw = np.concatenate(
+                [d.astype(np.float16).view(np.uint8).reshape(-1, 2), q.view(np.uint8)], axis=1
+            )
             g.tensor(name, (n_embd, n_vocab), Q8_0, raw)
 
     def norm(name: str, n: int) -> None:
