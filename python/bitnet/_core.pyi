@@ -33,7 +33,7 @@ class GgufFile:
 
 class Model:
     def __init__(
-        self, path: str, output_type: str = "auto", isa: str = "", kernel: str = ""
+        self, path: str | bytes, output_type: str = "auto", isa: str = "", kernel: str = ""
     ) -> None: ...
     @property
     def output_type(self) -> str: ...

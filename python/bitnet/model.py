@@ -78,7 +78,8 @@ class Model:
             kernel=kernel,
         )
         check_model_path(self.path)
-        self._core = _core.Model(self.path, output_type, isa or "", kernel or "")
+        # The OS's bytes of the path: a str with surrogates (undecodable bytes) cannot cross.
+        self._core = _core.Model(os.fsencode(self.path), output_type, isa or "", kernel or "")
         check_memory(
             self._core.config,
             path=self.path,
@@ -200,7 +201,11 @@ class Model:
         ids = check_token_ids(token_ids, self.n_vocab, "token_ids")
         pool = self._live_pool()
         if len(ids) > pool.n_ctx:
-            raise ContextLengthError(len(ids), pool.n_ctx)
+            raise ContextLengthError(
+                len(ids),
+                pool.n_ctx,
+                f"token_ids has {len(ids)} tokens but the context holds {pool.n_ctx}",
+            )
         slot = pool.acquire()
         try:
             slot.session.truncate(0)
@@ -692,11 +697,13 @@ def load(
     """
     from . import hub
 
-    name = os.fspath(path)
+    name = model_path(path)
     if hub.is_hub_name(name):
         name = os.fspath(hub.resolve(name, revision=revision, progress=progress))
     elif revision is not None:
-        raise ValueError(f"revision= applies to hub models, but {name!r} is a local path")
+        raise ParameterError(
+            "revision", f"revision= applies to hub models, but {name!r} is a local path"
+        )
     return Model(
         name,
         n_ctx=n_ctx,

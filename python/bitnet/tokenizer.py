@@ -327,14 +327,17 @@ def _build(file: Any, meta: TokenizerMeta) -> tuple[Tokenizer, str, int]:
 
         try:
             spec = json.loads(hf_json)
-            decoder = spec.get("decoder") if isinstance(spec, dict) else None
-            tok = HfTokenizer.from_str(hf_json)
-        except Exception as e:  # tokenizers raises plain Exception
+        except (ValueError, RecursionError) as e:
             raise FormatError(f"{meta.where}: {KEY_HF_JSON} does not load ({e})") from e
         if not isinstance(spec, dict):
             raise FormatError(
                 f"{meta.where}: {KEY_HF_JSON} should be a JSON object, found {type(spec).__name__}"
             )
+        decoder = spec.get("decoder")
+        try:
+            tok = HfTokenizer.from_str(hf_json)
+        except Exception as e:  # tokenizers raises plain Exception
+            raise FormatError(f"{meta.where}: {KEY_HF_JSON} does not load ({e})") from e
         size = int(tok.get_vocab_size(with_added_tokens=True))
         return _HuggingFace(tok, meta, decoder), KEY_HF_JSON, size
     sp_model = file.get(KEY_SP_MODEL)
