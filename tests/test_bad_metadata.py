@@ -70,7 +70,7 @@ SPM_CASES = [
     ("pre-array", "tokenizer.ggml.pre", (["x"], ARR, STR), "should be a string, found array[string]"),
     ("chat-template-int", "tokenizer.chat_template", (3, U32), "should be a string, found uint32"),
     ("sp-model-strings", "tokenizer.sentencepiece.model", (["x"], ARR, STR), "should be an array of bytes"),
-    ("sp-model-garbage", "tokenizer.sentencepiece.model", (list(b"\xff" * 64), ARR, U8), "SentencePiece model does not load"),
+    ("sp-model-garbage", "tokenizer.sentencepiece.model", (list(b"\xff" * 64), ARR, U8), "model of key 'tokenizer.sentencepiece.model' does not load"),
     ("hf-json-int", "tokenizer.huggingface.json", (3, U32), "should be a string, found uint32"),
     ("hf-json-invalid", "tokenizer.huggingface.json", ("{not json", STR), "tokenizer.huggingface.json does not load"),
     ("hf-json-list", "tokenizer.huggingface.json", ("[1, 2]", STR), "should be a JSON object, found list"),
@@ -149,3 +149,18 @@ def test_unknown_tokenizer_model_fails_when_used_not_at_load(tmp_path):
     assert model.logits([1, 2]).shape == (2, N_BPE)
     with pytest.raises(UnsupportedError, match="'wordpiece' is not supported"):
         model.tokenize("hello")
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_embedded_sentencepiece_piece_not_utf8(tmp_path, offset):
+    """The bundled model embeds its SentencePiece model; a piece with bytes that are not UTF-8
+    (found by a mutation campaign) is a FormatError at load, not a UnicodeDecodeError."""
+    data = bytearray((ROOT / "models" / "bitnet-kjv-5m-tq2_0.gguf").read_bytes())
+    at = data.index(b"\xe2\x96\x81the", data.index(b"tokenizer.sentencepiece.model"))
+    data[at + offset] = 0xFF if offset == 0 else 0x41
+    path = tmp_path / "m.gguf"
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        FormatError, match=r"key 'tokenizer\.sentencepiece\.model'.*not valid UTF-8"
+    ):
+        bitnet.load(path)

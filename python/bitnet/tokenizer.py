@@ -210,15 +210,18 @@ class _SentencePiece(Tokenizer):
 
     kind = "sentencepiece"
 
-    def __init__(self, model: bytes, meta: TokenizerMeta) -> None:
+    def __init__(self, model: bytes, meta: TokenizerMeta, source: str) -> None:
         super().__init__(meta)
         import sentencepiece as spm
 
+        self._source = source  # the key(s) the model came from, for messages
         self._sp = spm.SentencePieceProcessor()
         try:
             self._sp.LoadFromSerializedProto(model)
-        except RuntimeError as e:
-            raise FormatError(f"{meta.where}: the SentencePiece model does not load ({e})") from e
+        except (RuntimeError, UnicodeDecodeError) as e:  # a status quoting non-UTF-8 bytes
+            raise FormatError(
+                f"{meta.where}: the SentencePiece model of key '{source}' does not load ({e})"
+            ) from e
         self._n = int(self._sp.get_piece_size())
         self.n_pieces = self._n
         first = self._sp.encode("a", out_type=str)
@@ -228,7 +231,7 @@ class _SentencePiece(Tokenizer):
         for i in range(max(self._n, len(meta.tokens))):
             kind = self._type_of(i)
             if i < self._n:
-                text = str(self._sp.id_to_piece(i))
+                text = self._piece(i)
                 if kind is None:
                     kind = CONTROL if self._sp.is_control(i) else None
             else:
@@ -244,6 +247,15 @@ class _SentencePiece(Tokenizer):
         self._literal = literal
         self._special_re = _alternation(special)
         self._literal_re = _alternation(literal)
+
+    def _piece(self, i: int) -> str:
+        try:
+            return str(self._sp.id_to_piece(i))
+        except UnicodeDecodeError as e:  # the model's protobuf holds bytes that are not UTF-8
+            raise FormatError(
+                f"{self._meta.where}: piece {i} of the SentencePiece model of key "
+                f"'{self._source}' is not valid UTF-8 ({e.reason} at byte {e.start})"
+            ) from None
 
     def encode(self, text: str, *, special: bool = True) -> list[int]:
         check_text(text, "text")
@@ -274,7 +286,7 @@ class _SentencePiece(Tokenizer):
                 keep = self._type_of(i) == USER_DEFINED
                 out.append(self._meta.tokens[i].encode() if keep else b"")
                 continue
-            piece = str(sp.id_to_piece(i))
+            piece = self._piece(i)
             byte = byte_of_piece(piece)
             if byte is not None and (sp.is_byte(i) or self._type_of(i) == BYTE):
                 out.append(bytes([byte]))
@@ -342,7 +354,7 @@ def _build(file: Any, meta: TokenizerMeta) -> tuple[Tokenizer, str, int]:
         return _HuggingFace(tok, meta, decoder), KEY_HF_JSON, size
     sp_model = file.get(KEY_SP_MODEL)
     if sp_model is not None:
-        sp = _SentencePiece(bytes(sp_model), meta)
+        sp = _SentencePiece(bytes(sp_model), meta, KEY_SP_MODEL)
         return sp, KEY_SP_MODEL, sp.n_pieces
     model = file.get("tokenizer.ggml.model")
     if model is not None and not meta.tokens:
@@ -370,7 +382,7 @@ def _build(file: Any, meta: TokenizerMeta) -> tuple[Tokenizer, str, int]:
             add_space_prefix=True if space is None else bool(space),
             where=meta.where,
         )
-        return _SentencePiece(proto, meta), key, len(meta.tokens)
+        return _SentencePiece(proto, meta, "tokenizer.ggml.tokens"), key, len(meta.tokens)
     if model is None:
         raise UnsupportedError(f"{meta.where}: the file carries no tokenizer")
     raise UnsupportedError(
