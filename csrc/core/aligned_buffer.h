@@ -25,6 +25,8 @@ class AlignedBuffer {
     // huge_pages: for large, long-lived buffers read as streams (repacked weights).
     explicit AlignedBuffer(size_t n, bool huge_pages = false) : size_(n) {
         if (n == 0) return;
+        // A size whose byte count would wrap is an allocation no machine can make.
+        if (n > (SIZE_MAX - kBufferAlignment) / sizeof(T)) throw std::bad_alloc();
         const size_t bytes = (n * sizeof(T) + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
         void* p = nullptr;
         // Huge-page buffers start on a 2 MiB boundary and ask for transparent huge pages:
