@@ -161,8 +161,8 @@ def test_ctrl_c_interrupts_logits_between_batches():
 
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.001)  # 256 forward passes take far longer
         with pytest.raises(KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, 0.001)  # 256 forward passes take far longer
             model.logits(ids)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
