@@ -14,6 +14,15 @@ constexpr int64_t kPassFloats = int64_t{2} << 20;
 
 int64_t n_chunks(int64_t pos) { return pos / kAttnChunk + 1; }
 
+// Asks for the first rows of a tile to be brought into cache while the previous run is being
+// computed: a sequence's blocks lie apart in memory, and the hardware prefetchers only pick up
+// a new stream after a few misses. A hint only (GCC/Clang builtin, no ISA code).
+void prefetch_tile(const uint8_t* p, int64_t bytes) {
+    for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i, 0, 3);
+}
+
+constexpr int64_t kPrefetchBytes = 2048;
+
 }  // namespace
 
 PagedAttention::PagedAttention(const ModelConfig& config, int n_threads)
@@ -42,12 +51,13 @@ void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
     const int64_t per_chunk = n_heads_ * slot_floats_;
     int64_t largest = 0;
     for (int64_t t = 0; t < n;) {
-        Pass pass{t, t, static_cast<int64_t>(items_.size()), 0};
+        Pass pass{t, t, static_cast<int64_t>(items_.size()), 0, false};
         int64_t floats = 0;
         while (t < n) {
             const int64_t chunks = n_chunks(queries_[static_cast<size_t>(t)].pos);
             if (t > pass.first_query && floats + chunks * per_chunk > kPassFloats) break;
             floats += chunks * per_chunk;
+            pass.merge = pass.merge || chunks > 1;
             for (int64_t g = 0; g < n_kv_heads_; ++g) {
                 for (int64_t c = 0; c < chunks; ++c) {
                     items_.push_back({static_cast<int32_t>(t), static_cast<int32_t>(g),
@@ -67,7 +77,7 @@ void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
 void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache& cache,
                                   int64_t layer, const Item& item, const float* q,
                                   const int8_t* q8, const float* q8_d, float* scores,
-                                  float* stats) {
+                                  float* stats, float* out) {
     const AttnQuery& query = queries_[static_cast<size_t>(item.query)];
     const int64_t hd = head_dim_;
     const int64_t bt = cache.block_tokens();
@@ -78,11 +88,20 @@ void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache&
     const KvType type = cache.type();
 
     // Scores of the group's heads against the chunk's K rows, block by block.
+    const int64_t row_bytes = cache.row_bytes();
     for (int64_t p = first; p < end;) {
         const int64_t block = query.block_table[p / bt];
         const int64_t row = p % bt;
         const int64_t run = std::min(bt - row, end - p);
         const uint8_t* tile = cache.tile(block, layer, item.kv_head, false);
+        if (p + run < end) {  // the next run's first rows; for the last run, V's first rows
+            const int64_t next = p + run;
+            prefetch_tile(cache.tile(query.block_table[next / bt], layer, item.kv_head, false) +
+                              next % bt * row_bytes, std::min(kPrefetchBytes, std::min(bt - next % bt, end - next) * row_bytes));
+        } else {
+            prefetch_tile(cache.tile(query.block_table[first / bt], layer, item.kv_head, true) +
+                              first % bt * row_bytes, std::min(kPrefetchBytes, std::min(bt - first % bt, end - first) * row_bytes));
+        }
         float* s = scores + (p - first);
         if (type == KvType::kF16) {
             kt.attn_scores_f16(q + q_off, group_, hd, reinterpret_cast<const uint16_t*>(tile) + row * hd,
@@ -111,6 +130,11 @@ void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache&
         const int64_t row = p % bt;
         const int64_t run = std::min(bt - row, end - p);
         const uint8_t* tile = cache.tile(block, layer, item.kv_head, true);
+        if (p + run < end) {
+            const int64_t next = p + run;
+            prefetch_tile(cache.tile(query.block_table[next / bt], layer, item.kv_head, true) +
+                              next % bt * row_bytes, std::min(kPrefetchBytes, std::min(bt - next % bt, end - next) * row_bytes));
+        }
         const float* w = scores + (p - first);
         if (type == KvType::kF16) {
             kt.attn_accum_f16(w, kAttnChunk, group_, hd, reinterpret_cast<const uint16_t*>(tile) + row * hd,
@@ -125,6 +149,14 @@ void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache&
                              run, o, slot_floats_);
         }
         p += run;
+    }
+    if (n_chunks(query.pos) == 1) {  // the only chunk: the output is o / l (merge() with one chunk)
+        for (int64_t h = 0; h < group_; ++h) {
+            const float inv = 1.0f / l[h];
+            float* dst = out + item.query * n_heads_ * hd + (h0 + h) * hd;
+            for (int64_t i = 0; i < hd; ++i) dst[i] = o[h * slot_floats_ + i] * inv;
+        }
+        return;
     }
     for (int64_t h = 0; h < group_; ++h) {
         o[h * slot_floats_ + hd] = m[h];
@@ -163,9 +195,10 @@ void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const
             float* stats = stats_.data() + static_cast<int64_t>(ith) * 2 * group_;
             for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < pass.end_item;
                  i = next.fetch_add(1, std::memory_order_relaxed)) {
-                compute_item(kt, cache, layer, items_[static_cast<size_t>(i)], q, q8, q8_d, scores, stats);
+                compute_item(kt, cache, layer, items_[static_cast<size_t>(i)], q, q8, q8_d, scores, stats, out);
             }
         });
+        if (!pass.merge) continue;  // every query of the pass had one chunk, already written
         pool.run([&](int ith, int nth) {
             const int64_t n_pairs = (pass.end_query - pass.first_query) * n_heads_;
             int64_t b = 0, e = 0;
@@ -173,6 +206,7 @@ void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const
             for (int64_t i = b; i < e; ++i) {
                 const int64_t t = pass.first_query + i / n_heads_;
                 const int64_t h = i % n_heads_;
+                if (n_chunks(queries_[static_cast<size_t>(t)].pos) == 1) continue;
                 merge(t, h, out + t * q_dim + h * head_dim_);
             }
         });

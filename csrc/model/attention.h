@@ -56,6 +56,7 @@ class PagedAttention {
     struct Pass {
         int64_t first_query, end_query;  // queries [first, end)
         int64_t first_item, end_item;    // items of these queries
+        bool merge;                      // some query has several chunks to merge
     };
     // Partial results of one (query, head, chunk): o (head_dim), then m, l; slot_floats_ apart.
     float* slot(int64_t query, int64_t head, int64_t chunk) {
@@ -65,7 +66,7 @@ class PagedAttention {
     }
     void compute_item(const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
                       const Item& item, const float* q, const int8_t* q8, const float* q8_d,
-                      float* scores, float* stats);
+                      float* scores, float* stats, float* out);
     void merge(int64_t query, int64_t head, float* out);
 
     int64_t n_heads_ = 0;
