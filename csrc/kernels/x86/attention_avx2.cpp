@@ -111,27 +111,12 @@ inline void scores_block(const float* q, int64_t hd, const K* const* rows, float
                          s_stride, n_valid);
 }
 
-// Asks for the rows [first, end) of a run (row_bytes each) to be brought into cache: the KV
-// cache streams from memory, and a block's tiles are apart, so the hardware prefetchers restart
-// at every tile.
-inline void prefetch_rows(const void* base, int64_t row_bytes, int64_t first, int64_t end) {
-    const char* p = static_cast<const char*>(base) + first * row_bytes;
-    const char* e = static_cast<const char*>(base) + end * row_bytes;
-    for (; p < e; p += 64) _mm_prefetch(p, _MM_HINT_T0);
-}
-
-constexpr int64_t kPrefetchRows = 8;  // rows ahead of the one being read
-
 template <int HB, typename K>
 void scores_heads(const float* q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride) {
     constexpr int RB = 8 / HB;
     const K* rows[RB];
-    const auto row_bytes = static_cast<int64_t>(hd * sizeof(K));
-    prefetch_rows(k, row_bytes, 0, n < kPrefetchRows ? n : kPrefetchRows);
     for (int64_t j = 0; j < n; j += RB) {
         const int valid = n - j < RB ? static_cast<int>(n - j) : RB;
-        const int64_t ahead = j + kPrefetchRows;
-        if (ahead < n) prefetch_rows(k, row_bytes, ahead, ahead + RB < n ? ahead + RB : n);
         for (int r = 0; r < RB; ++r) rows[r] = k + (j + (r < valid ? r : valid - 1)) * hd;
         scores_block<HB, RB>(q, hd, rows, s + j, s_stride, valid);
     }
@@ -146,34 +131,47 @@ void scores(const float* q, int64_t n_q, int64_t hd, const K* k, int64_t n, floa
 }
 
 // Q8: per block of 32, maddubs(|k|, sign(q, k)) gives int16 pairs (|.| <= 2 * 127 * 127, exact:
-// cache and query quants are in [-127, 127]), madd widens to 8 int32 lanes, converted and
-// multiplied into the float accumulators by the block's scale q_d * k_d.
+// cache and query quants are in [-127, 127]) and madd widens them to 8 int32 lanes; the 8 pairs'
+// lanes are summed exactly (reduce8_epi32), so each pair has its block's exact dot, and one
+// multiply-add per block adds (q_d * k_d) * idot for all 8 pairs at once. A score is the chain
+// of those multiply-adds over the blocks in order: the reference's terms, fused.
+inline __m256i reduce8_epi32(__m256i a0, __m256i a1, __m256i a2, __m256i a3, __m256i a4, __m256i a5,
+                             __m256i a6, __m256i a7) {
+    const __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    const __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a4, a5), _mm256_hadd_epi32(a6, a7));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+constexpr int64_t kMaxQ8Blocks = 16;  // head_dim <= 512 (more goes to the reference kernel)
+
 template <int HB, int RB>
-inline void scores_q8_block(const int8_t* q, const float* q_d, int64_t hd, const int8_t* const* rows,
+inline void scores_q8_block(const int8_t* q, const __m256* q_dv, int64_t hd, const int8_t* const* rows,
                             const uint16_t* const* rows_d, float* s, int64_t s_stride, int n_valid) {
+    static_assert(HB * RB == 8, "8 pairs");
     const int64_t nb = hd / kQ8Block;
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[8] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc = _mm256_setzero_ps();  // lane h * RB + r
     for (int64_t b = 0; b < nb; ++b) {
         __m256i qv[HB];
         for (int h = 0; h < HB; ++h) {
             qv[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + h * hd + b * kQ8Block));
         }
+        __m256i dot[8];
+        float kd[RB];
         for (int r = 0; r < RB; ++r) {
             const __m256i kv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + b * kQ8Block));
             const __m256i k_abs = _mm256_sign_epi8(kv, kv);
-            const float kd = _cvtsh_ss(rows_d[r][b]);
+            kd[r] = _cvtsh_ss(rows_d[r][b]);
             for (int h = 0; h < HB; ++h) {
-                const __m256i p16 = _mm256_maddubs_epi16(k_abs, _mm256_sign_epi8(qv[h], kv));
-                const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                const __m256 d = _mm256_set1_ps(q_d[h * nb + b] * kd);
-                acc[h * RB + r] = _mm256_fmadd_ps(d, p, acc[h * RB + r]);
+                dot[h * RB + r] = _mm256_madd_epi16(_mm256_maddubs_epi16(k_abs, _mm256_sign_epi8(qv[h], kv)), ones);
             }
         }
+        const __m256i idot = reduce8_epi32(dot[0], dot[1], dot[2], dot[3], dot[4], dot[5], dot[6], dot[7]);
+        const __m256 k_dv = _mm256_setr_ps(kd[0 % RB], kd[1 % RB], kd[2 % RB], kd[3 % RB], kd[4 % RB],
+                                           kd[5 % RB], kd[6 % RB], kd[7 % RB]);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(q_dv[b], k_dv), _mm256_cvtepi32_ps(idot), acc);
     }
-    store_scores<HB, RB>(reduce8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]), s,
-                         s_stride, n_valid);
+    store_scores<HB, RB>(acc, s, s_stride, n_valid);
 }
 
 template <int HB>
@@ -183,17 +181,20 @@ void scores_q8_heads(const int8_t* q, const float* q_d, int64_t hd, const int8_t
     const int64_t nb = hd / kQ8Block;
     const int8_t* rows[RB];
     const uint16_t* rows_d[RB];
-    prefetch_rows(k, hd, 0, n < kPrefetchRows ? n : kPrefetchRows);
+    __m256 q_dv[kMaxQ8Blocks];  // lane h * RB + r: the query scale of head h, per block
+    for (int64_t b = 0; b < nb; ++b) {
+        alignas(32) float lanes[8];
+        for (int l = 0; l < 8; ++l) lanes[l] = q_d[(l / RB) * nb + b];
+        q_dv[b] = _mm256_load_ps(lanes);
+    }
     for (int64_t j = 0; j < n; j += RB) {
         const int valid = n - j < RB ? static_cast<int>(n - j) : RB;
-        const int64_t ahead = j + kPrefetchRows;
-        if (ahead < n) prefetch_rows(k, hd, ahead, ahead + RB < n ? ahead + RB : n);
         for (int r = 0; r < RB; ++r) {
             const int64_t row = j + (r < valid ? r : valid - 1);
             rows[r] = k + row * hd;
             rows_d[r] = k_d + row * nb;
         }
-        scores_q8_block<HB, RB>(q, q_d, hd, rows, rows_d, s + j, s_stride, valid);
+        scores_q8_block<HB, RB>(q, q_dv, hd, rows, rows_d, s + j, s_stride, valid);
     }
 }
 
@@ -245,13 +246,12 @@ void accum(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const V* v
     for (; h < n_q; ++h) accum_heads<1>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride);
 }
 
-// Q8 V: each term is (p[h][j] * d[j][block]) * v[j][i]; a column block of 8 * CB (<= 32)
-// values lies inside one Q8 block, so one weight per (head, row) serves it.
+// Q8 V: each term is (p[h][j] * d[j][block]) * v[j][i]. Those weights are computed once per
+// (head, row, Q8 block) into w (kRowSlice rows) and read back as broadcasts while the column
+// blocks of that Q8 block (8 * CB <= 32 values each) pass over the rows.
 template <int HB, int CB>
-inline void accum_q8_block(const float* p, int64_t p_stride, int64_t hd, const int8_t* v,
-                           const uint16_t* v_d, int64_t n, float* o, int64_t o_stride, int64_t c0) {
-    const int64_t nb = hd / kQ8Block;
-    const int64_t b = c0 / kQ8Block;
+inline void accum_q8_block(const float* w, const int8_t* v, int64_t hd, int64_t n, float* o,
+                           int64_t o_stride, int64_t c0) {
     __m256 acc[HB][CB];
     for (int h = 0; h < HB; ++h) {
         for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_loadu_ps(o + h * o_stride + c0 + 8 * c);
@@ -259,10 +259,9 @@ inline void accum_q8_block(const float* p, int64_t p_stride, int64_t hd, const i
     for (int64_t j = 0; j < n; ++j) {
         __m256 vv[CB];
         for (int c = 0; c < CB; ++c) vv[c] = load8(v + j * hd + c0 + 8 * c);
-        const float d = _cvtsh_ss(v_d[j * nb + b]);
         for (int h = 0; h < HB; ++h) {
-            const __m256 w = _mm256_set1_ps(p[h * p_stride + j] * d);
-            for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_fmadd_ps(w, vv[c], acc[h][c]);
+            const __m256 wj = _mm256_broadcast_ss(w + h * kRowSlice + j);
+            for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_fmadd_ps(wj, vv[c], acc[h][c]);
         }
     }
     for (int h = 0; h < HB; ++h) {
@@ -275,10 +274,17 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
                     int64_t n, float* o, int64_t o_stride) {
     constexpr int CB = HB == 4 ? 2 : 4;
     const int64_t nb = hd / kQ8Block;
+    alignas(32) float w[HB * kRowSlice];
     for (int64_t j0 = 0; j0 < n; j0 += kRowSlice) {
         const int64_t m = n - j0 < kRowSlice ? n - j0 : kRowSlice;
-        for (int64_t c0 = 0; c0 < hd; c0 += 8 * CB) {
-            accum_q8_block<HB, CB>(p + j0, p_stride, hd, v + j0 * hd, v_d + j0 * nb, m, o, o_stride, c0);
+        for (int64_t b = 0; b < nb; ++b) {
+            for (int64_t j = 0; j < m; ++j) {
+                const float d = _cvtsh_ss(v_d[(j0 + j) * nb + b]);
+                for (int h = 0; h < HB; ++h) w[h * kRowSlice + j] = p[h * p_stride + j0 + j] * d;
+            }
+            for (int64_t c0 = b * kQ8Block; c0 < (b + 1) * kQ8Block; c0 += 8 * CB) {
+                accum_q8_block<HB, CB>(w, v + j0 * hd, hd, m, o, o_stride, c0);
+            }
         }
     }
 }
@@ -300,6 +306,7 @@ void attn_scores_f16(const float* q, int64_t n_q, int64_t hd, const uint16_t* k,
 void attn_scores_q8(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd, const int8_t* k,
                     const uint16_t* k_d, int64_t n, float* s, int64_t s_stride) {
     const int64_t nb = hd / kQ8Block;
+    if (nb > kMaxQ8Blocks) return ref::attn_scores_q8(q, q_d, n_q, hd, k, k_d, n, s, s_stride);
     int64_t h = 0;
     for (; h + 4 <= n_q; h += 4) {
         scores_q8_heads<4>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride);
