@@ -53,6 +53,13 @@ class PagedAttention {
         int32_t kv_head;
         int32_t chunk;
     };
+    // A run of cached rows of one chunk inside one tile (K or V), as the kernels take it.
+    struct Piece {
+        int64_t first;            // its first row within the chunk
+        int64_t rows;
+        const uint8_t* quants;    // rows * row_bytes
+        const uint16_t* scales;   // q8_0: rows * head_dim / 32 fp16 scales
+    };
     struct Pass {
         int64_t first_query, end_query;  // queries [first, end)
         int64_t first_item, end_item;    // items of these queries
@@ -66,7 +73,7 @@ class PagedAttention {
     }
     void compute_item(const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
                       const Item& item, const float* q, const int8_t* q8, const float* q8_d,
-                      float* scores, float* stats, float* out);
+                      float* scores, float* stats, Piece* pieces, float* out);
     void merge(int64_t query, int64_t head, float* out);
 
     int64_t n_heads_ = 0;
@@ -84,6 +91,7 @@ class PagedAttention {
     std::vector<float> partial_;                  // (chunks of a pass, n_heads, slot_floats_)
     AlignedBuffer<float> scores_;                 // (n_threads, group, kAttnChunk)
     AlignedBuffer<float> stats_;                  // (n_threads, 2 * group) m and l of one chunk
+    std::vector<Piece> pieces_;                   // (n_threads, 2 * kAttnChunk) pieces of one chunk
 };
 
 }  // namespace bitnet

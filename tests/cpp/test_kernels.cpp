@@ -432,11 +432,18 @@ void test_attn_scores(const KernelTable& kt) {
                         if (!rows.q8.empty()) std::memcpy(k8.data, rows.q8.data(), rows.q8.size());
                         auto run = [&](const KernelTable& t, int64_t h0, int64_t nh, int64_t j0, int64_t m, float* out) {
                             float* o = out + h0 * stride + j0;
-                            if (type == 0) t.attn_scores_f32(q.data() + h0 * hd, nh, hd, k32.data + j0 * hd, m, o, stride);
-                            if (type == 1) t.attn_scores_f16(q.data() + h0 * hd, nh, hd, k16.data + j0 * hd, m, o, stride);
+                            // The prefetch hint names the rows themselves (any valid memory).
+                            if (type == 0) {
+                                t.attn_scores_f32(q.data() + h0 * hd, nh, hd, k32.data + j0 * hd, m, o, stride,
+                                                  k32.data, n * hd * 4);
+                            }
+                            if (type == 1) {
+                                t.attn_scores_f16(q.data() + h0 * hd, nh, hd, k16.data + j0 * hd, m, o, stride,
+                                                  k16.data, n * hd * 2);
+                            }
                             if (type == 2) {
                                 t.attn_scores_q8(qq.data() + h0 * hd, qd.data() + h0 * nb, nh, hd, k8.data + j0 * hd,
-                                                 rows.q8_d.data() + j0 * nb, m, o, stride);
+                                                 rows.q8_d.data() + j0 * nb, m, o, stride, nullptr, 0);
                             }
                         };
                         run(ref, 0, n_q, 0, n, want.data());
@@ -542,11 +549,16 @@ void test_attn_accum(const KernelTable& kt) {
                     auto run = [&](const KernelTable& t, int64_t h0, int64_t nh, int64_t j0, int64_t m, float* o) {
                         const float* ph = p.data() + h0 * p_stride + j0;
                         float* oh = o + h0 * o_stride;
-                        if (type == 0) t.attn_accum_f32(ph, p_stride, nh, hd, v32.data + j0 * hd, m, oh, o_stride);
-                        if (type == 1) t.attn_accum_f16(ph, p_stride, nh, hd, v16.data + j0 * hd, m, oh, o_stride);
+                        if (type == 0) {
+                            t.attn_accum_f32(ph, p_stride, nh, hd, v32.data + j0 * hd, m, oh, o_stride, nullptr, 0);
+                        }
+                        if (type == 1) {
+                            t.attn_accum_f16(ph, p_stride, nh, hd, v16.data + j0 * hd, m, oh, o_stride, v16.data,
+                                             n * hd * 2);
+                        }
                         if (type == 2) {
                             t.attn_accum_q8(ph, p_stride, nh, hd, v8.data + j0 * hd, rows.q8_d.data() + j0 * nb, m, oh,
-                                            o_stride);
+                                            o_stride, v8.data, n * hd);
                         }
                     };
                     std::vector<float> want(o_init), got(o_init), split(o_init), single(o_init);

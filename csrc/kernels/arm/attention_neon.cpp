@@ -16,6 +16,22 @@
 namespace bitnet::kernels::neon {
 namespace {
 
+// The caller's prefetch hint (kernels.h), issued a line or a few at a time between pieces of work
+// (PRFM PLDL2KEEP via the builtin: a hint, never faults).
+struct Prefetcher {
+    const char* p;
+    const char* end;
+    Prefetcher(const void* pf, int64_t bytes)
+        : p(static_cast<const char*>(pf)), end(pf != nullptr ? p + bytes : p) {}
+    void next(int64_t lines) {
+        for (; lines > 0 && p < end; --lines, p += 64) __builtin_prefetch(p, 0, 2);
+    }
+};
+
+inline int64_t lines_per(int64_t bytes, int64_t steps) {
+    return steps > 0 ? ((bytes + 63) / 64 + steps - 1) / steps : 0;
+}
+
 inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
 inline float32x4_t load4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 inline float f16_scalar(uint16_t h) {
@@ -63,10 +79,12 @@ inline void scores_block(const float* q, int64_t hd, const K* const* rows, float
 }
 
 template <int HB, typename K>
-void scores_heads(const float* q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride) {
+void scores_heads(const float* q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride,
+                  Prefetcher& pf, int64_t pf_lines) {
     constexpr int RB = 8 / HB;
     const K* rows[RB];
     for (int64_t j = 0; j < n; j += RB) {
+        pf.next(pf_lines);
         const int valid = n - j < RB ? static_cast<int>(n - j) : RB;
         for (int r = 0; r < RB; ++r) rows[r] = k + (j + (r < valid ? r : valid - 1)) * hd;
         scores_block<HB, RB>(q, hd, rows, s + j, s_stride, valid);
@@ -74,11 +92,15 @@ void scores_heads(const float* q, int64_t hd, const K* k, int64_t n, float* s, i
 }
 
 template <typename K>
-void scores(const float* q, int64_t n_q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride) {
+void scores(const float* q, int64_t n_q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride,
+            const void* pf_ptr, int64_t pf_bytes) {
+    Prefetcher pf(pf_ptr, pf_bytes);
+    const int64_t lines = lines_per(pf_bytes, (n_q + 3) / 4 * ((n + 1) / 2));
     int64_t h = 0;
-    for (; h + 4 <= n_q; h += 4) scores_heads<4>(q + h * hd, hd, k, n, s + h * s_stride, s_stride);
-    for (; h + 2 <= n_q; h += 2) scores_heads<2>(q + h * hd, hd, k, n, s + h * s_stride, s_stride);
-    for (; h < n_q; ++h) scores_heads<1>(q + h * hd, hd, k, n, s + h * s_stride, s_stride);
+    for (; h + 4 <= n_q; h += 4) scores_heads<4>(q + h * hd, hd, k, n, s + h * s_stride, s_stride, pf, lines);
+    for (; h + 2 <= n_q; h += 2) scores_heads<2>(q + h * hd, hd, k, n, s + h * s_stride, s_stride, pf, lines);
+    for (; h < n_q; ++h) scores_heads<1>(q + h * hd, hd, k, n, s + h * s_stride, s_stride, pf, lines);
+    pf.next(INT64_MAX);
 }
 
 // Q8: 16-bit products in pairs (|.| <= 2 * 127 * 127, exact), widened to 4 int32 lanes, then the
@@ -116,12 +138,13 @@ inline void scores_q8_block(const int8_t* q, const float* q_d, int64_t hd, const
 
 template <int HB>
 void scores_q8_heads(const int8_t* q, const float* q_d, int64_t hd, const int8_t* k, const uint16_t* k_d,
-                     int64_t n, float* s, int64_t s_stride) {
+                     int64_t n, float* s, int64_t s_stride, Prefetcher& pf, int64_t pf_lines) {
     constexpr int RB = 8 / HB;
     const int64_t nb = hd / kQ8Block;
     const int8_t* rows[RB];
     const uint16_t* rows_d[RB];
     for (int64_t j = 0; j < n; j += RB) {
+        pf.next(pf_lines);
         const int valid = n - j < RB ? static_cast<int>(n - j) : RB;
         for (int r = 0; r < RB; ++r) {
             const int64_t row = j + (r < valid ? r : valid - 1);
@@ -136,12 +159,13 @@ constexpr int64_t kRowSlice = 64;  // rows of V kept in L1 while every column bl
 
 template <int HB, int CB, typename V>
 inline void accum_block(const float* p, int64_t p_stride, int64_t hd, const V* v, int64_t n, float* o,
-                        int64_t o_stride, int64_t c0) {
+                        int64_t o_stride, int64_t c0, Prefetcher& pf) {
     float32x4_t acc[HB][CB];
     for (int h = 0; h < HB; ++h) {
         for (int c = 0; c < CB; ++c) acc[h][c] = vld1q_f32(o + h * o_stride + c0 + 4 * c);
     }
     for (int64_t j = 0; j < n; ++j) {
+        pf.next(1);
         float32x4_t vv[CB];
         for (int c = 0; c < CB; ++c) vv[c] = load4(v + j * hd + c0 + 4 * c);
         for (int h = 0; h < HB; ++h) {
@@ -156,29 +180,33 @@ inline void accum_block(const float* p, int64_t p_stride, int64_t hd, const V* v
 
 template <int HB, typename V>
 void accum_heads(const float* p, int64_t p_stride, int64_t hd, const V* v, int64_t n, float* o,
-                 int64_t o_stride) {
+                 int64_t o_stride, Prefetcher& pf) {
     constexpr int CB = HB == 4 ? 4 : 8;
     for (int64_t j0 = 0; j0 < n; j0 += kRowSlice) {
         const int64_t m = n - j0 < kRowSlice ? n - j0 : kRowSlice;
         int64_t c0 = 0;
-        for (; c0 + 4 * CB <= hd; c0 += 4 * CB) accum_block<HB, CB>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0);
-        for (; c0 < hd; c0 += 4) accum_block<HB, 1>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0);
+        for (; c0 + 4 * CB <= hd; c0 += 4 * CB) {
+            accum_block<HB, CB>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0, pf);
+        }
+        for (; c0 < hd; c0 += 4) accum_block<HB, 1>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0, pf);
     }
 }
 
 template <typename V>
 void accum(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const V* v, int64_t n, float* o,
-           int64_t o_stride) {
+           int64_t o_stride, const void* pf_ptr, int64_t pf_bytes) {
+    Prefetcher pf(pf_ptr, pf_bytes);
     int64_t h = 0;
-    for (; h + 4 <= n_q; h += 4) accum_heads<4>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride);
-    for (; h + 2 <= n_q; h += 2) accum_heads<2>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride);
-    for (; h < n_q; ++h) accum_heads<1>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride);
+    for (; h + 4 <= n_q; h += 4) accum_heads<4>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride, pf);
+    for (; h + 2 <= n_q; h += 2) accum_heads<2>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride, pf);
+    for (; h < n_q; ++h) accum_heads<1>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride, pf);
+    pf.next(INT64_MAX);
 }
 
 // Q8 V in column blocks of 8 (inside one Q8 block): term (p[h][j] * d[j][block]) * v[j][i].
 template <int HB>
 void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* v, const uint16_t* v_d,
-                    int64_t n, float* o, int64_t o_stride) {
+                    int64_t n, float* o, int64_t o_stride, Prefetcher& pf) {
     const int64_t nb = hd / kQ8Block;
     for (int64_t j0 = 0; j0 < n; j0 += kRowSlice) {
         const int64_t m = n - j0 < kRowSlice ? n - j0 : kRowSlice;
@@ -189,6 +217,7 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
                 acc[h][1] = vld1q_f32(o + h * o_stride + c0 + 4);
             }
             for (int64_t j = j0; j < j0 + m; ++j) {
+                pf.next(1);
                 const int16x8_t w16 = vmovl_s8(vld1_s8(v + j * hd + c0));
                 const float32x4_t v0 = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w16)));
                 const float32x4_t v1 = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w16)));
@@ -210,24 +239,34 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
 }  // namespace
 
 void attn_scores_f32(const float* q, int64_t n_q, int64_t hd, const float* k, int64_t n, float* s,
-                     int64_t s_stride) {
-    if (hd % 4 != 0) return ref::attn_scores_f32(q, n_q, hd, k, n, s, s_stride);
-    scores(q, n_q, hd, k, n, s, s_stride);
+                     int64_t s_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 4 != 0) return ref::attn_scores_f32(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
+    scores(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
 }
 
 void attn_scores_f16(const float* q, int64_t n_q, int64_t hd, const uint16_t* k, int64_t n, float* s,
-                     int64_t s_stride) {
-    if (hd % 4 != 0) return ref::attn_scores_f16(q, n_q, hd, k, n, s, s_stride);
-    scores(q, n_q, hd, k, n, s, s_stride);
+                     int64_t s_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 4 != 0) return ref::attn_scores_f16(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
+    scores(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
 }
 
 void attn_scores_q8(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd, const int8_t* k,
-                    const uint16_t* k_d, int64_t n, float* s, int64_t s_stride) {
+                    const uint16_t* k_d, int64_t n, float* s, int64_t s_stride, const void* pf_ptr,
+                    int64_t pf_bytes) {
     const int64_t nb = hd / kQ8Block;
+    Prefetcher pf(pf_ptr, pf_bytes);
+    const int64_t lines = lines_per(pf_bytes, (n_q + 3) / 4 * ((n + 1) / 2));
     int64_t h = 0;
-    for (; h + 4 <= n_q; h += 4) scores_q8_heads<4>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride);
-    for (; h + 2 <= n_q; h += 2) scores_q8_heads<2>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride);
-    for (; h < n_q; ++h) scores_q8_heads<1>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride);
+    for (; h + 4 <= n_q; h += 4) {
+        scores_q8_heads<4>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride, pf, lines);
+    }
+    for (; h + 2 <= n_q; h += 2) {
+        scores_q8_heads<2>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride, pf, lines);
+    }
+    for (; h < n_q; ++h) {
+        scores_q8_heads<1>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride, pf, lines);
+    }
+    pf.next(INT64_MAX);
 }
 
 void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, float* l) {
@@ -259,23 +298,30 @@ void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, 
 }
 
 void attn_accum_f32(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const float* v, int64_t n,
-                    float* o, int64_t o_stride) {
-    if (hd % 4 != 0) return ref::attn_accum_f32(p, p_stride, n_q, hd, v, n, o, o_stride);
-    accum(p, p_stride, n_q, hd, v, n, o, o_stride);
+                    float* o, int64_t o_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 4 != 0) return ref::attn_accum_f32(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
+    accum(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
 }
 
 void attn_accum_f16(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const uint16_t* v,
-                    int64_t n, float* o, int64_t o_stride) {
-    if (hd % 4 != 0) return ref::attn_accum_f16(p, p_stride, n_q, hd, v, n, o, o_stride);
-    accum(p, p_stride, n_q, hd, v, n, o, o_stride);
+                    int64_t n, float* o, int64_t o_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 4 != 0) return ref::attn_accum_f16(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
+    accum(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
 }
 
 void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const int8_t* v,
-                   const uint16_t* v_d, int64_t n, float* o, int64_t o_stride) {
+                   const uint16_t* v_d, int64_t n, float* o, int64_t o_stride, const void* pf_ptr,
+                   int64_t pf_bytes) {
+    Prefetcher pf(pf_ptr, pf_bytes);
     int64_t h = 0;
-    for (; h + 4 <= n_q; h += 4) accum_q8_heads<4>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride);
-    for (; h + 2 <= n_q; h += 2) accum_q8_heads<2>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride);
-    for (; h < n_q; ++h) accum_q8_heads<1>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride);
+    for (; h + 4 <= n_q; h += 4) {
+        accum_q8_heads<4>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride, pf);
+    }
+    for (; h + 2 <= n_q; h += 2) {
+        accum_q8_heads<2>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride, pf);
+    }
+    for (; h < n_q; ++h) accum_q8_heads<1>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride, pf);
+    pf.next(INT64_MAX);
 }
 
 void register_attention_kernels(KernelTable& table) {

@@ -53,6 +53,22 @@ inline void store_scores(__m256 sums, float* s, int64_t s_stride, int n_valid) {
     }
 }
 
+// The caller's prefetch hint, issued a line or a few at a time between pieces of work: bursts
+// of prefetches queue up in front of the kernel's own loads (kernels.h, "prefetch hint").
+struct Prefetcher {
+    const char* p;
+    const char* end;
+    Prefetcher(const void* pf, int64_t bytes)
+        : p(static_cast<const char*>(pf)), end(pf != nullptr ? p + bytes : p) {}
+    void next(int64_t lines) {
+        for (; lines > 0 && p < end; --lines, p += 64) _mm_prefetch(p, _MM_HINT_T1);
+    }
+};
+
+inline int64_t lines_per(int64_t bytes, int64_t steps) {
+    return steps > 0 ? ((bytes + 63) / 64 + steps - 1) / steps : 0;
+}
+
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -112,10 +128,12 @@ inline void scores_block(const float* q, int64_t hd, const K* const* rows, float
 }
 
 template <int HB, typename K>
-void scores_heads(const float* q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride) {
+void scores_heads(const float* q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride,
+                  Prefetcher& pf, int64_t pf_lines) {
     constexpr int RB = 8 / HB;
     const K* rows[RB];
     for (int64_t j = 0; j < n; j += RB) {
+        pf.next(pf_lines);
         const int valid = n - j < RB ? static_cast<int>(n - j) : RB;
         for (int r = 0; r < RB; ++r) rows[r] = k + (j + (r < valid ? r : valid - 1)) * hd;
         scores_block<HB, RB>(q, hd, rows, s + j, s_stride, valid);
@@ -123,11 +141,15 @@ void scores_heads(const float* q, int64_t hd, const K* k, int64_t n, float* s, i
 }
 
 template <typename K>
-void scores(const float* q, int64_t n_q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride) {
+void scores(const float* q, int64_t n_q, int64_t hd, const K* k, int64_t n, float* s, int64_t s_stride,
+            const void* pf_ptr, int64_t pf_bytes) {
+    Prefetcher pf(pf_ptr, pf_bytes);
+    const int64_t lines = lines_per(pf_bytes, (n_q + 3) / 4 * ((n + 1) / 2));
     int64_t h = 0;
-    for (; h + 4 <= n_q; h += 4) scores_heads<4>(q + h * hd, hd, k, n, s + h * s_stride, s_stride);
-    for (; h + 2 <= n_q; h += 2) scores_heads<2>(q + h * hd, hd, k, n, s + h * s_stride, s_stride);
-    for (; h < n_q; ++h) scores_heads<1>(q + h * hd, hd, k, n, s + h * s_stride, s_stride);
+    for (; h + 4 <= n_q; h += 4) scores_heads<4>(q + h * hd, hd, k, n, s + h * s_stride, s_stride, pf, lines);
+    for (; h + 2 <= n_q; h += 2) scores_heads<2>(q + h * hd, hd, k, n, s + h * s_stride, s_stride, pf, lines);
+    for (; h < n_q; ++h) scores_heads<1>(q + h * hd, hd, k, n, s + h * s_stride, s_stride, pf, lines);
+    pf.next(INT64_MAX);
 }
 
 // Q8: per block of 32, maddubs(|k|, sign(q, k)) gives int16 pairs (|.| <= 2 * 127 * 127, exact:
@@ -176,7 +198,8 @@ inline void scores_q8_block(const int8_t* q, const __m256* q_dv, int64_t hd, con
 
 template <int HB>
 void scores_q8_heads(const int8_t* q, const float* q_d, int64_t hd, const int8_t* k,
-                     const uint16_t* k_d, int64_t n, float* s, int64_t s_stride) {
+                     const uint16_t* k_d, int64_t n, float* s, int64_t s_stride, Prefetcher& pf,
+                     int64_t pf_lines) {
     constexpr int RB = 8 / HB;
     const int64_t nb = hd / kQ8Block;
     const int8_t* rows[RB];
@@ -188,6 +211,7 @@ void scores_q8_heads(const int8_t* q, const float* q_d, int64_t hd, const int8_t
         q_dv[b] = _mm256_load_ps(lanes);
     }
     for (int64_t j = 0; j < n; j += RB) {
+        pf.next(pf_lines);
         const int valid = n - j < RB ? static_cast<int>(n - j) : RB;
         for (int r = 0; r < RB; ++r) {
             const int64_t row = j + (r < valid ? r : valid - 1);
@@ -201,12 +225,13 @@ void scores_q8_heads(const int8_t* q, const float* q_d, int64_t hd, const int8_t
 // o[h][c0 .. c0 + 8*CB) += sum over rows j of p[h][j] * v[j][..] for HB heads.
 template <int HB, int CB, typename V>
 inline void accum_block(const float* p, int64_t p_stride, int64_t hd, const V* v, int64_t n,
-                        float* o, int64_t o_stride, int64_t c0) {
+                        float* o, int64_t o_stride, int64_t c0, Prefetcher& pf) {
     __m256 acc[HB][CB];
     for (int h = 0; h < HB; ++h) {
         for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_loadu_ps(o + h * o_stride + c0 + 8 * c);
     }
     for (int64_t j = 0; j < n; ++j) {
+        pf.next(1);
         __m256 vv[CB];
         for (int c = 0; c < CB; ++c) vv[c] = load8(v + j * hd + c0 + 8 * c);
         for (int h = 0; h < HB; ++h) {
@@ -225,25 +250,27 @@ constexpr int64_t kRowSlice = 64;
 
 template <int HB, typename V>
 void accum_heads(const float* p, int64_t p_stride, int64_t hd, const V* v, int64_t n, float* o,
-                 int64_t o_stride) {
+                 int64_t o_stride, Prefetcher& pf) {
     constexpr int CB = HB == 4 ? 2 : 4;
     for (int64_t j0 = 0; j0 < n; j0 += kRowSlice) {
         const int64_t m = n - j0 < kRowSlice ? n - j0 : kRowSlice;
         int64_t c0 = 0;
         for (; c0 + 8 * CB <= hd; c0 += 8 * CB) {
-            accum_block<HB, CB>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0);
+            accum_block<HB, CB>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0, pf);
         }
-        for (; c0 < hd; c0 += 8) accum_block<HB, 1>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0);
+        for (; c0 < hd; c0 += 8) accum_block<HB, 1>(p + j0, p_stride, hd, v + j0 * hd, m, o, o_stride, c0, pf);
     }
 }
 
 template <typename V>
 void accum(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const V* v, int64_t n,
-           float* o, int64_t o_stride) {
+           float* o, int64_t o_stride, const void* pf_ptr, int64_t pf_bytes) {
+    Prefetcher pf(pf_ptr, pf_bytes);
     int64_t h = 0;
-    for (; h + 4 <= n_q; h += 4) accum_heads<4>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride);
-    for (; h + 2 <= n_q; h += 2) accum_heads<2>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride);
-    for (; h < n_q; ++h) accum_heads<1>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride);
+    for (; h + 4 <= n_q; h += 4) accum_heads<4>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride, pf);
+    for (; h + 2 <= n_q; h += 2) accum_heads<2>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride, pf);
+    for (; h < n_q; ++h) accum_heads<1>(p + h * p_stride, p_stride, hd, v, n, o + h * o_stride, o_stride, pf);
+    pf.next(INT64_MAX);
 }
 
 // Q8 V: each term is (p[h][j] * d[j][block]) * v[j][i]. Those weights are computed once per
@@ -251,12 +278,13 @@ void accum(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const V* v
 // blocks of that Q8 block (8 * CB <= 32 values each) pass over the rows.
 template <int HB, int CB>
 inline void accum_q8_block(const float* w, const int8_t* v, int64_t hd, int64_t n, float* o,
-                           int64_t o_stride, int64_t c0) {
+                           int64_t o_stride, int64_t c0, Prefetcher& pf) {
     __m256 acc[HB][CB];
     for (int h = 0; h < HB; ++h) {
         for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_loadu_ps(o + h * o_stride + c0 + 8 * c);
     }
     for (int64_t j = 0; j < n; ++j) {
+        pf.next(1);
         __m256 vv[CB];
         for (int c = 0; c < CB; ++c) vv[c] = load8(v + j * hd + c0 + 8 * c);
         for (int h = 0; h < HB; ++h) {
@@ -271,7 +299,7 @@ inline void accum_q8_block(const float* w, const int8_t* v, int64_t hd, int64_t 
 
 template <int HB>
 void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* v, const uint16_t* v_d,
-                    int64_t n, float* o, int64_t o_stride) {
+                    int64_t n, float* o, int64_t o_stride, Prefetcher& pf) {
     constexpr int CB = HB == 4 ? 2 : 4;
     const int64_t nb = hd / kQ8Block;
     alignas(32) float w[HB * kRowSlice];
@@ -283,7 +311,7 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
                 for (int h = 0; h < HB; ++h) w[h * kRowSlice + j] = p[h * p_stride + j0 + j] * d;
             }
             for (int64_t c0 = b * kQ8Block; c0 < (b + 1) * kQ8Block; c0 += 8 * CB) {
-                accum_q8_block<HB, CB>(w, v + j0 * hd, hd, m, o, o_stride, c0);
+                accum_q8_block<HB, CB>(w, v + j0 * hd, hd, m, o, o_stride, c0, pf);
             }
         }
     }
@@ -292,29 +320,35 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
 }  // namespace
 
 void attn_scores_f32(const float* q, int64_t n_q, int64_t hd, const float* k, int64_t n, float* s,
-                     int64_t s_stride) {
-    if (hd % 8 != 0) return ref::attn_scores_f32(q, n_q, hd, k, n, s, s_stride);
-    scores(q, n_q, hd, k, n, s, s_stride);
+                     int64_t s_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 8 != 0) return ref::attn_scores_f32(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
+    scores(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
 }
 
 void attn_scores_f16(const float* q, int64_t n_q, int64_t hd, const uint16_t* k, int64_t n,
-                     float* s, int64_t s_stride) {
-    if (hd % 8 != 0) return ref::attn_scores_f16(q, n_q, hd, k, n, s, s_stride);
-    scores(q, n_q, hd, k, n, s, s_stride);
+                     float* s, int64_t s_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 8 != 0) return ref::attn_scores_f16(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
+    scores(q, n_q, hd, k, n, s, s_stride, pf, pf_bytes);
 }
 
 void attn_scores_q8(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd, const int8_t* k,
-                    const uint16_t* k_d, int64_t n, float* s, int64_t s_stride) {
+                    const uint16_t* k_d, int64_t n, float* s, int64_t s_stride, const void* pf_ptr,
+                    int64_t pf_bytes) {
     const int64_t nb = hd / kQ8Block;
-    if (nb > kMaxQ8Blocks) return ref::attn_scores_q8(q, q_d, n_q, hd, k, k_d, n, s, s_stride);
+    if (nb > kMaxQ8Blocks) return ref::attn_scores_q8(q, q_d, n_q, hd, k, k_d, n, s, s_stride, pf_ptr, pf_bytes);
+    Prefetcher pf(pf_ptr, pf_bytes);
+    const int64_t lines = lines_per(pf_bytes, (n_q + 3) / 4 * ((n + 1) / 2));
     int64_t h = 0;
     for (; h + 4 <= n_q; h += 4) {
-        scores_q8_heads<4>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride);
+        scores_q8_heads<4>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride, pf, lines);
     }
     for (; h + 2 <= n_q; h += 2) {
-        scores_q8_heads<2>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride);
+        scores_q8_heads<2>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride, pf, lines);
     }
-    for (; h < n_q; ++h) scores_q8_heads<1>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride);
+    for (; h < n_q; ++h) {
+        scores_q8_heads<1>(q + h * hd, q_d + h * nb, hd, k, k_d, n, s + h * s_stride, s_stride, pf, lines);
+    }
+    pf.next(INT64_MAX);
 }
 
 // Per row: the max (vector max, then the 8 lanes), exp8 of the differences (the tail through
@@ -352,23 +386,30 @@ void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, 
 }
 
 void attn_accum_f32(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const float* v,
-                    int64_t n, float* o, int64_t o_stride) {
-    if (hd % 8 != 0) return ref::attn_accum_f32(p, p_stride, n_q, hd, v, n, o, o_stride);
-    accum(p, p_stride, n_q, hd, v, n, o, o_stride);
+                    int64_t n, float* o, int64_t o_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 8 != 0) return ref::attn_accum_f32(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
+    accum(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
 }
 
 void attn_accum_f16(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const uint16_t* v,
-                    int64_t n, float* o, int64_t o_stride) {
-    if (hd % 8 != 0) return ref::attn_accum_f16(p, p_stride, n_q, hd, v, n, o, o_stride);
-    accum(p, p_stride, n_q, hd, v, n, o, o_stride);
+                    int64_t n, float* o, int64_t o_stride, const void* pf, int64_t pf_bytes) {
+    if (hd % 8 != 0) return ref::attn_accum_f16(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
+    accum(p, p_stride, n_q, hd, v, n, o, o_stride, pf, pf_bytes);
 }
 
 void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const int8_t* v,
-                   const uint16_t* v_d, int64_t n, float* o, int64_t o_stride) {
+                   const uint16_t* v_d, int64_t n, float* o, int64_t o_stride, const void* pf_ptr,
+                   int64_t pf_bytes) {
+    Prefetcher pf(pf_ptr, pf_bytes);
     int64_t h = 0;
-    for (; h + 4 <= n_q; h += 4) accum_q8_heads<4>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride);
-    for (; h + 2 <= n_q; h += 2) accum_q8_heads<2>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride);
-    for (; h < n_q; ++h) accum_q8_heads<1>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride);
+    for (; h + 4 <= n_q; h += 4) {
+        accum_q8_heads<4>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride, pf);
+    }
+    for (; h + 2 <= n_q; h += 2) {
+        accum_q8_heads<2>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride, pf);
+    }
+    for (; h < n_q; ++h) accum_q8_heads<1>(p + h * p_stride, p_stride, hd, v, v_d, n, o + h * o_stride, o_stride, pf);
+    pf.next(INT64_MAX);
 }
 
 void register_attention_kernels(KernelTable& table) {
