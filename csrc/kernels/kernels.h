@@ -205,7 +205,7 @@ using AttnSoftmaxFn = void (*)(float* s, int64_t n_q, int64_t n, int64_t s_strid
                                float* l);
 // o[h * o_stride + i] += sum_j p[h * p_stride + j] * v[j][i] for heads h < n_q, i < hd, j
 // ascending (each element a sequential sum over j: a later run continues it exactly). q8_0:
-// each term is (p[h][j] * v_d[j][i / 32]) * v_q[j][i].
+// each term is p[h][j] * (v_d[j][i / 32] * v_q[j][i]).
 using AttnAccumF32Fn = void (*)(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,
                                 const float* v, int64_t n, float* o, int64_t o_stride,
                                 const void* pf, int64_t pf_bytes);

@@ -221,7 +221,8 @@ void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const
                              out);
             }
         });
-        if (!pass.merge) continue;  // every query of the pass had one chunk, already written
+        // Every query of the pass had one chunk (already written), or finish() merges them.
+        if (!pass.merge || merge_deferred()) continue;
         pool.run([&](int ith, int nth) {
             const int64_t n_pairs = (pass.end_query - pass.first_query) * n_heads_;
             int64_t b = 0, e = 0;
@@ -234,6 +235,13 @@ void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const
             }
         });
     }
+}
+
+bool PagedAttention::merge_deferred() const { return passes_.size() == 1 && passes_[0].merge; }
+
+void PagedAttention::finish(int64_t query, float* out) {
+    if (!merge_deferred() || n_chunks(queries_[static_cast<size_t>(query)].pos) == 1) return;
+    for (int64_t h = 0; h < n_heads_; ++h) merge(query, h, out + h * head_dim_);
 }
 
 }  // namespace bitnet

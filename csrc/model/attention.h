@@ -47,6 +47,12 @@ class PagedAttention {
     void run(ThreadPool& pool, const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
              const float* q, const int8_t* q8, const float* q8_d, float* out);
 
+    // Completes row `query` of run()'s out (n_heads * head_dim floats at out). When the step's
+    // partial results fit one pass, run() leaves the merge of queries with several chunks to
+    // this call, so that the caller can do it in its next parallel region (one barrier less per
+    // layer); otherwise, and for one-chunk queries, it does nothing. Thread-safe across queries.
+    void finish(int64_t query, float* out);
+
  private:
     struct Item {
         int32_t query;
@@ -75,6 +81,7 @@ class PagedAttention {
                       const Item& item, const float* q, const int8_t* q8, const float* q8_d,
                       float* scores, float* stats, Piece* pieces, float* out);
     void merge(int64_t query, int64_t head, float* out);
+    bool merge_deferred() const;
 
     int64_t n_heads_ = 0;
     int64_t n_kv_heads_ = 0;

@@ -203,7 +203,7 @@ void accum(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const V* v
     pf.next(INT64_MAX);
 }
 
-// Q8 V in column blocks of 8 (inside one Q8 block): term (p[h][j] * d[j][block]) * v[j][i].
+// Q8 V in column blocks of 8 (inside one Q8 block): term p[h][j] * (d[j][block] * v[j][i]).
 template <int HB>
 void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* v, const uint16_t* v_d,
                     int64_t n, float* o, int64_t o_stride, Prefetcher& pf) {
@@ -218,12 +218,12 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
             }
             for (int64_t j = j0; j < j0 + m; ++j) {
                 pf.next(1);
-                const int16x8_t w16 = vmovl_s8(vld1_s8(v + j * hd + c0));
-                const float32x4_t v0 = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w16)));
-                const float32x4_t v1 = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w16)));
                 const float d = f16_scalar(v_d[j * nb + c0 / kQ8Block]);
+                const int16x8_t w16 = vmovl_s8(vld1_s8(v + j * hd + c0));
+                const float32x4_t v0 = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(w16))), d);
+                const float32x4_t v1 = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(w16))), d);
                 for (int h = 0; h < HB; ++h) {
-                    const float32x4_t w = vdupq_n_f32(p[h * p_stride + j] * d);
+                    const float32x4_t w = vdupq_n_f32(p[h * p_stride + j]);
                     acc[h][0] = vfmaq_f32(acc[h][0], w, v0);
                     acc[h][1] = vfmaq_f32(acc[h][1], w, v1);
                 }

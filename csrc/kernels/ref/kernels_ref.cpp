@@ -274,8 +274,8 @@ void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, co
         float* oh = o + h * o_stride;
         for (int64_t j = 0; j < n; ++j) {
             for (int64_t i = 0; i < hd; ++i) {
-                const float w = p[h * p_stride + j] * fp16_to_float(v_d[j * n_blocks + i / kQ8Block]);
-                oh[i] += w * static_cast<float>(v[j * hd + i]);
+                const float value = fp16_to_float(v_d[j * n_blocks + i / kQ8Block]) * static_cast<float>(v[j * hd + i]);
+                oh[i] += p[h * p_stride + j] * value;
             }
         }
     }

@@ -273,23 +273,25 @@ void accum(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const V* v
     pf.next(INT64_MAX);
 }
 
-// Q8 V: each term is (p[h][j] * d[j][block]) * v[j][i]. Those weights are computed once per
-// (head, row, Q8 block) into w (kRowSlice rows) and read back as broadcasts while the column
-// blocks of that Q8 block (8 * CB <= 32 values each) pass over the rows.
+// Q8 V: each term is p[h][j] * (d[j][block] * v[j][i]): a column block of 8 * CB (<= 32) values
+// lies inside one Q8 block, so each row's values are converted and scaled once for all heads.
 template <int HB, int CB>
-inline void accum_q8_block(const float* w, const int8_t* v, int64_t hd, int64_t n, float* o,
-                           int64_t o_stride, int64_t c0, Prefetcher& pf) {
+inline void accum_q8_block(const float* p, int64_t p_stride, const int8_t* v, const uint16_t* v_d,
+                           int64_t hd, int64_t n, float* o, int64_t o_stride, int64_t c0, Prefetcher& pf) {
+    const int64_t nb = hd / kQ8Block;
+    const int64_t b = c0 / kQ8Block;
     __m256 acc[HB][CB];
     for (int h = 0; h < HB; ++h) {
         for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_loadu_ps(o + h * o_stride + c0 + 8 * c);
     }
     for (int64_t j = 0; j < n; ++j) {
         pf.next(1);
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(v_d[j * nb + b]));
         __m256 vv[CB];
-        for (int c = 0; c < CB; ++c) vv[c] = load8(v + j * hd + c0 + 8 * c);
+        for (int c = 0; c < CB; ++c) vv[c] = _mm256_mul_ps(d, load8(v + j * hd + c0 + 8 * c));
         for (int h = 0; h < HB; ++h) {
-            const __m256 wj = _mm256_broadcast_ss(w + h * kRowSlice + j);
-            for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_fmadd_ps(wj, vv[c], acc[h][c]);
+            const __m256 w = _mm256_set1_ps(p[h * p_stride + j]);
+            for (int c = 0; c < CB; ++c) acc[h][c] = _mm256_fmadd_ps(w, vv[c], acc[h][c]);
         }
     }
     for (int h = 0; h < HB; ++h) {
@@ -302,17 +304,10 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
                     int64_t n, float* o, int64_t o_stride, Prefetcher& pf) {
     constexpr int CB = HB == 4 ? 2 : 4;
     const int64_t nb = hd / kQ8Block;
-    alignas(32) float w[HB * kRowSlice];
     for (int64_t j0 = 0; j0 < n; j0 += kRowSlice) {
         const int64_t m = n - j0 < kRowSlice ? n - j0 : kRowSlice;
-        for (int64_t b = 0; b < nb; ++b) {
-            for (int64_t j = 0; j < m; ++j) {
-                const float d = _cvtsh_ss(v_d[(j0 + j) * nb + b]);
-                for (int h = 0; h < HB; ++h) w[h * kRowSlice + j] = p[h * p_stride + j0 + j] * d;
-            }
-            for (int64_t c0 = b * kQ8Block; c0 < (b + 1) * kQ8Block; c0 += 8 * CB) {
-                accum_q8_block<HB, CB>(w, v + j0 * hd, hd, m, o, o_stride, c0, pf);
-            }
+        for (int64_t c0 = 0; c0 < hd; c0 += 8 * CB) {
+            accum_q8_block<HB, CB>(p + j0, p_stride, v + j0 * hd, v_d + j0 * nb, hd, m, o, o_stride, c0, pf);
         }
     }
 }
