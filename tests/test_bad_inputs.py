@@ -159,11 +159,14 @@ def test_ctrl_c_interrupts_logits_between_batches():
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
+    def evaluate_with_alarm() -> None:  # armed inside pytest.raises
+        signal.setitimer(signal.ITIMER_REAL, 0.001)  # 256 forward passes take far longer
+        model.logits(ids)
+
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt):
-            signal.setitimer(signal.ITIMER_REAL, 0.001)  # 256 forward passes take far longer
-            model.logits(ids)
+            evaluate_with_alarm()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
@@ -253,6 +256,23 @@ def test_perplexity_in_batches_equals_one_pass():
         lambda: _core.type_name(2**64),
         lambda: _core.type_name(-1),
         lambda: _core.type_name("TQ2_0"),
+        lambda: _core.Session(_core.Model(str(MODEL)), 2**63),
+        lambda: _core.Session(_core.Model(str(MODEL)), 16, 1.5),
+        lambda: _core.Session(_core.Model(str(MODEL)), 16, kv_f16=1),
+        lambda: _core.Session("model"),
+        lambda: _core.Session(_core.Model(str(MODEL)), 16).decode(np.array([1.7, 2.9]), True),
+        lambda: _core.Session(_core.Model(str(MODEL)), 16).decode([1, 2], 1),
+        lambda: _core.Session(_core.Model(str(MODEL)), 16).truncate(0.0),
+        lambda: _core.KvCache(_core.Model(str(MODEL)), n_blocks=2**63),
+        lambda: _core.KvCache(_core.Model(str(MODEL)), n_blocks=2.0),
+        lambda: _core.KvCache(_core.Model(str(MODEL)), n_blocks=2, kv_type=16),
+        lambda: _core.BatchDecoder(_core.Model(str(MODEL)), "cache"),
+        lambda: _core.BatchDecoder(
+            _core.Model(str(MODEL)), _core.KvCache(_core.Model(str(MODEL)), n_blocks=2)
+        ).step(5),
+        lambda: _core.BatchDecoder(
+            _core.Model(str(MODEL)), _core.KvCache(_core.Model(str(MODEL)), n_blocks=2)
+        ).step([(np.array([0], np.int32), 2**63, np.array([1], np.int32), 1)]),
     ],
 )
 def test_extension_argument_errors(call):

@@ -6,9 +6,11 @@
 // expected type or range and the value found. Each helper needs the GIL.
 #pragma once
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -114,6 +116,54 @@ inline std::string path_arg(pybind11::handle value, const char* name) {
     Py_DECREF(bytes);
     if (out.find('\0') != std::string::npos) {
         throw ShapeError(str_cat(name, " contains a NUL byte: ", repr_of(value)));
+    }
+    return out;
+}
+
+// An instance of a bound class (a bitnet._core.Model, KvCache ...), named in the error.
+template <typename T>
+T object_arg(pybind11::handle value, const char* name, const char* type_name) {
+    try {
+        return value.cast<T>();
+    } catch (const pybind11::cast_error&) {
+        throw ShapeError(str_cat(name, " must be a ", type_name, ", got ", repr_of(value)));
+    }
+}
+
+using Int32Array = pybind11::array_t<int32_t, pybind11::array::c_style>;
+
+// An int32 C-contiguous 1-D view of `obj` (an integer array or a sequence of ints): the array
+// itself when it already is one, else a checked copy. Floats are refused, never truncated; each
+// value must fit in int32. Throws ShapeError naming `what`.
+inline Int32Array int32_array(pybind11::handle obj, const std::string& what) {
+    namespace py = pybind11;
+    if (Int32Array::check_(obj)) {
+        auto a = py::reinterpret_borrow<Int32Array>(obj);
+        if (a.ndim() != 1) throw ShapeError(str_cat(what, " must be 1-D, got ", a.ndim(), " dims"));
+        return a;
+    }
+    py::array any = py::array::ensure(obj);
+    if (!any) {
+        PyErr_Clear();
+        throw ShapeError(what + " must be a 1-D array of integers");
+    }
+    const char kind = any.dtype().kind();
+    if (kind != 'i' && kind != 'u' && !(any.size() == 0 && kind == 'f')) {
+        throw ShapeError(what + " must hold integers, not " + std::string(py::str(any.dtype())));
+    }
+    if (any.ndim() != 1) throw ShapeError(str_cat(what, " must be 1-D, got ", any.ndim(), " dims"));
+    auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(any);
+    if (!wide) {  // uint64 values above INT64_MAX
+        PyErr_Clear();
+        throw ShapeError(what + " holds values that do not fit in int32");
+    }
+    Int32Array out(any.size());
+    int32_t* dst = out.mutable_data();
+    const int64_t* src = wide.data();
+    for (py::ssize_t i = 0; i < any.size(); ++i) {
+        BITNET_CHECK(src[i] >= INT32_MIN && src[i] <= INT32_MAX, ShapeError, what, "[", i, "] = ",
+                     src[i], " does not fit in int32");
+        dst[i] = static_cast<int32_t>(src[i]);
     }
     return out;
 }

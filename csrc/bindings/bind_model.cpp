@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "bindings/args.h"
 #include "bindings/bindings.h"
 #include "core/error.h"
 #include "format/types.h"
@@ -106,22 +107,45 @@ void init_model(py::module_& m) {
         }, py::arg("name"));
 
     py::class_<Session>(m, "Session",
-        "A KV cache over a Model. Not thread-safe: use one Session per thread.")
-        .def(py::init([](std::shared_ptr<Model> mdl, int64_t n_ctx, int64_t n_batch,
-                         int n_threads, bool kv_f16) {
-                 return std::make_unique<Session>(
-                     mdl, SessionOptions{n_ctx, n_batch, n_threads, kv_f16});
+        "One sequence over a private KV cache, on the batched decoder. Not thread-safe: use one "
+        "Session per thread.")
+        .def(py::init([](py::object model_arg, py::object n_ctx, py::object n_batch,
+                         py::object n_threads, py::object kv_f16, py::object kv_type) {
+                 const auto mdl = object_arg<std::shared_ptr<Model>>(model_arg, "model", "bitnet._core.Model");
+                 SessionOptions options{
+                     int_arg(n_ctx, "n_ctx", INT64_MIN, INT64_MAX),
+                     int_arg(n_batch, "n_batch", INT64_MIN, INT64_MAX),
+                     static_cast<int>(int_arg(n_threads, "n_threads", INT_MIN, INT_MAX)),
+                     KvType::kF16};
+                 if (!kv_type.is_none()) {
+                     options.kv_type = kv_type_from_name(str_arg(kv_type, "kv_type"));
+                     BITNET_CHECK(kv_f16.is_none() || bool_arg(kv_f16, "kv_f16") == (options.kv_type == KvType::kF16),
+                                  ShapeError, "kv_f16 contradicts kv_type '", kv_type_name(options.kv_type),
+                                  "' (pass only kv_type)");
+                 } else if (!kv_f16.is_none()) {
+                     options.kv_type = bool_arg(kv_f16, "kv_f16") ? KvType::kF16 : KvType::kF32;
+                 }
+                 return std::make_unique<Session>(mdl, options);
              }),
              py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_batch") = 256,
-             py::arg("n_threads") = 0, py::arg("kv_f16") = false)
+             py::arg("n_threads") = 0, py::arg("kv_f16") = py::none(), py::kw_only(),
+             py::arg("kv_type") = py::none(),
+             "kv_type: 'f32' | 'f16' (default) | 'q8_0'. kv_f16 (older API): True for 'f16', False "
+             "for 'f32'.")
         .def_property_readonly("n_threads", &Session::n_threads)
-        .def_property_readonly("kv_f16", &Session::kv_f16)
+        .def_property_readonly("kv_f16", [](const Session& s) { return s.kv_type() == KvType::kF16; })
+        .def_property_readonly("kv_type", [](const Session& s) { return kv_type_name(s.kv_type()); })
+        .def_property_readonly("kv_resident_bytes", &Session::kv_resident_bytes,
+                               "Memory of the KV cache resident now (grows as positions fill).")
         .def_property_readonly("n_ctx", &Session::n_ctx)
         .def_property_readonly("n_past", &Session::n_past)
-        .def("truncate", &Session::truncate, py::arg("n"))
-        .def("decode", [](Session& s, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
-                          bool all_logits) {
-            if (tokens.ndim() != 1) throw ShapeError("tokens must be a 1-D array of token ids");
+        .def("truncate", [](Session& s, py::object n) {
+            s.truncate(int_arg(n, "n", INT64_MIN, INT64_MAX));
+        }, py::arg("n"))
+        .def("decode", [](Session& s, py::object token_arg, py::object all_arg) {
+            // Floats are refused, not truncated (int32_array); ids are range-checked by decode.
+            const Int32Array tokens = int32_array(token_arg, "tokens");
+            const bool all_logits = bool_arg(all_arg, "all_logits");
             const int64_t n = tokens.shape(0);
             const int64_t n_vocab = s.model().config().n_vocab;
             py::array_t<float> logits = all_logits ? py::array_t<float>({n, n_vocab})
@@ -133,7 +157,7 @@ void init_model(py::module_& m) {
                 s.decode(ids, n, out, all_logits);
             }
             return logits;
-        }, py::arg("tokens"), py::arg("all_logits") = false,
+        }, py::arg("tokens"), py::arg("all_logits") = py::bool_(false),
            "Appends tokens to the context; returns logits (n, n_vocab) or (n_vocab,) for the last.");
 }
 

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 MAX_N_CTX = 1 << 24  # the C++ session's limit
-KV_CACHE_TYPES: dict[str, float] = {"f32": 4.0, "f16": 2.0}  # bytes per cached value
+KV_CACHE_TYPES: dict[str, float] = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}  # bytes per value
 OUTPUT_TYPES = ("auto", "q8_0", "f32")
 KERNELS = ("mad", "lut")
 

@@ -62,7 +62,7 @@ class Model:
         n_ctx: int = 0,
         n_batch: int = 256,
         n_threads: int | None = None,
-        kv_cache: str = "f32",
+        kv_cache: str = "f16",
         output_type: str = "auto",
         isa: str | None = None,
         kernel: str | None = None,
@@ -89,7 +89,7 @@ class Model:
             n_threads=n_threads or os.cpu_count() or 1,
         )
         self._pool: SessionPool | None = SessionPool(
-            self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_f16=kv_cache == "f16"
+            self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_type=kv_cache
         )
         self._n_ctx = self._pool.n_ctx
         self._n_batch = min(n_batch, self._n_ctx)
@@ -658,7 +658,7 @@ def load(
     n_ctx: int = 0,
     n_batch: int = 256,
     n_threads: int | None = None,
-    kv_cache: str = "f32",
+    kv_cache: str = "f16",
     output_type: str = "auto",
     isa: str | None = None,
     kernel: str | None = None,
@@ -675,7 +675,10 @@ def load(
         n_ctx: Context length to allocate (0: the model's training context).
         n_batch: Most tokens per forward pass when processing a prompt.
         n_threads: Threads of each forward pass (None: every hardware thread).
-        kv_cache: ``"f32"`` or ``"f16"`` (half the KV-cache memory; attention math stays float).
+        kv_cache: How the KV cache stores keys and values: ``"f16"`` (the default; half of
+            f32's memory), ``"q8_0"`` (int8 blocks of 32 with an fp16 scale, like llama.cpp's
+            ``--cache-type-k/v q8_0``: about a quarter) or ``"f32"`` (exact). Attention math is
+            float in every case.
         output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
             ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits
             within about 1% of exact) or ``"f32"`` (exact float products of the file's values).

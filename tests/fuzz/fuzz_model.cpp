@@ -5,7 +5,7 @@
 //    (strings, numbers, arrays of each kind), and every tensor's bytes are read.
 // 2. Model::load reads the config, binds and repacks the weights, builds the output layer
 //    (int8 or float, MAD or LUT kernels: chosen by the input's length).
-// 3. A Session (small context) decodes a few tokens: a prompt batch with every
+// 3. A Session (the batched decoder over a private paged cache; small context) decodes a few tokens: a prompt batch with every
 //    token's logits, then one step.
 // Any bitnet::Error is an expected answer to a bad file. Anything else is a finding: a crash, a
 // sanitizer report, an escaping std::bad_alloc, an allocation over -malloc_limit_mb (counts
@@ -91,8 +91,8 @@ void read_metadata(const bitnet::GgufFile& f) {
     }
 }
 
-// variant: picks the output layer, the ternary kernel family and the thread count (one thread
-// mostly: a pool's barriers cost more than a tiny model's whole forward pass).
+// variant: picks the output layer, the ternary kernel family, the KV cache type and the thread
+// count (one thread mostly: a pool's barriers cost more than a tiny model's whole forward pass).
 void run_model(const std::string& path, size_t variant) {
     const int n_threads = variant % 8 == 7 ? 2 : 1;
     bitnet::LoadOptions load;
@@ -105,6 +105,8 @@ void run_model(const std::string& path, size_t variant) {
     options.n_ctx = 8;
     options.n_batch = 3;
     options.n_threads = n_threads;
+    const bitnet::KvType kv_types[] = {bitnet::KvType::kF16, bitnet::KvType::kF32, bitnet::KvType::kQ8_0};
+    options.kv_type = kv_types[variant / 4 % 3];
     bitnet::Session session(model, options);
     std::vector<int32_t> ids = {0, static_cast<int32_t>(n_vocab - 1), static_cast<int32_t>(n_vocab / 2),
                                 1 % static_cast<int32_t>(n_vocab)};
