@@ -13,7 +13,7 @@ import pytest
 
 import bitnet
 from bitnet import BitnetError, FormatError, ShapeError, UnsupportedError, _core
-from bitnet.checks import MAX_N_CTX, max_threads
+from bitnet.checks import MAX_N_BATCH, MAX_N_CTX, max_threads
 from bitnet.errors import ContextLengthError, ParameterError
 
 MODEL = Path(__file__).parents[1] / "models" / "bitnet-kjv-5m-tq2_0.gguf"
@@ -36,7 +36,7 @@ def raises_param(name: str, fn, *args, **kwargs) -> ParameterError:
 
 LOAD_CASES = [
     ("n_ctx", [-1, MAX_N_CTX + 1, 2**63, 1.5, "64", True, None]),
-    ("n_batch", [0, -1, MAX_N_CTX + 1, 2**63, 2.0, "8", False, None]),
+    ("n_batch", [0, -1, MAX_N_BATCH + 1, 2**63, 2.0, "8", False, None]),
     ("n_threads", [0, -1, max_threads() + 1, 1000, 10**9, 1.5, "2", True]),
     ("kv_cache", ["f8", "F16", "", 16, None]),
     ("output_type", ["q4_0", "", 1, None]),

@@ -11,7 +11,7 @@ file's key that asked for it.
 The rules (docs/usage.md, "Limits"):
 
 * ``n_ctx``: 0 (the model's ``<arch>.context_length``) or 1 .. 2**24 tokens.
-* ``n_batch``: 1 .. 2**24 tokens (the session uses min(n_batch, n_ctx)).
+* ``n_batch``: 1 .. 2**20 tokens (the session uses min(n_batch, n_ctx)).
 * ``n_threads``: None (every hardware thread) or 1 .. 4 x the hardware threads (at most 1024):
   more threads than that only add contention.
 * The KV cache reservation (every sequence's n_ctx positions, K and V, every layer) plus the
@@ -37,6 +37,7 @@ from .errors import FormatError, ParameterError
 
 __all__ = [
     "KV_CACHE_TYPES",
+    "MAX_N_BATCH",
     "MAX_N_CTX",
     "OUTPUT_TYPES",
     "check_load_options",
@@ -49,7 +50,8 @@ __all__ = [
     "session_bytes",
 ]
 
-MAX_N_CTX = 1 << 24  # the C++ session's limit
+MAX_N_CTX = 1 << 24  # the C++ session's limit (positions of one sequence)
+MAX_N_BATCH = 1 << 20  # the batched decoder's limit (tokens of one step)
 KV_CACHE_TYPES: dict[str, float] = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}  # bytes per value
 OUTPUT_TYPES = ("auto", "q8_0", "f32")
 KERNELS = ("mad", "lut")
@@ -93,7 +95,7 @@ def check_load_options(
         ParameterError: An option of the wrong type or out of range, named.
     """
     _int("n_ctx", n_ctx, 0, MAX_N_CTX, " (0: the model's context length)")
-    _int("n_batch", n_batch, 1, MAX_N_CTX)
+    _int("n_batch", n_batch, 1, MAX_N_BATCH)
     if n_threads is not None:
         limit = max_threads()
         _int("n_threads", n_threads, 1, limit, f" (4 x the {os.cpu_count()} hardware threads)")
