@@ -437,13 +437,13 @@ class Engine:
                 self._sched.finish(seq)
             self._idle.notify_all()
         for seq in seqs:
-            req: _Request = seq.payload  # type: ignore[assignment]
+            req = _req(seq)
             req.handle._fail(failure)
 
     def _step(self, plan: StepPlan) -> None:
         now = time.perf_counter()
         for seq in plan.admitted:
-            req: _Request = seq.payload  # type: ignore[assignment]
+            req = _req(seq)
             if req.t_scheduled is None:
                 req.t_scheduled = now
                 req.n_cached_tokens = seq.n_cached_tokens
@@ -456,8 +456,7 @@ class Engine:
         prompt_only: list[SequenceState] = []
         for c in plan.chunks:
             seq = c.seq
-            req = seq.payload
-            assert isinstance(req, _Request)
+            req = _req(seq)
             want = c.reaches_end and req.params.max_tokens > 0
             if want:
                 sampled.append(seq)
@@ -485,7 +484,7 @@ class Engine:
             self._counts["busy_s"] += time.perf_counter() - t0
 
     def _sample(self, seqs: list[SequenceState], logits: np.ndarray) -> None:
-        reqs: list[_Request] = [s.payload for s in seqs]  # type: ignore[misc]
+        reqs = [_req(s) for s in seqs]
         masks: list[np.ndarray | None] | None = None
         if any(r.constraint is not None for r in reqs):
             masks = []
@@ -519,9 +518,7 @@ class Engine:
                 lp = TokenLogprob(t, self._bytes(t), float(logprob[i]), top)
             self._on_token(seq, req, t, lp)
 
-    def _on_token(
-        self, seq: SequenceState, req: _Request, t: int, lp: TokenLogprob | None
-    ) -> None:
+    def _on_token(self, seq: SequenceState, req: _Request, t: int, lp: TokenLogprob | None) -> None:
         if t in req.eos:
             self._end(seq, "stop")
             return
@@ -557,7 +554,7 @@ class Engine:
         logprobs: tuple[TokenLogprob, ...] | None = None,
         release: bool = True,
     ) -> None:
-        req: _Request = seq.payload  # type: ignore[assignment]
+        req = _req(seq)
         if req.finished:
             return
         req.finished = True
@@ -598,6 +595,12 @@ class Engine:
                     service if not self._service_s else 0.8 * self._service_s + 0.2 * service
                 )
         req.handle._push(Chunk(text, token_ids, logprobs, finish_reason=reason), completion)
+
+
+def _req(seq: SequenceState) -> _Request:
+    req = seq.payload
+    assert isinstance(req, _Request)
+    return req
 
 
 def _check_int(name: str, value: Any, lo: int) -> None:
