@@ -385,7 +385,8 @@ def _session_tests(
     n_vocab = int(core.config["n_vocab"])
     rng = np.random.default_rng(seed)
     n_ctx = depth + max(n_prompt, n_gen) + 8
-    session = _core.Session(core, n_ctx, max(n_prompt, 1), t, kv_type=kv_cache)
+    n_batch = max(n_prompt, min(depth, 512), 1)  # the context is filled in big passes
+    session = _core.Session(core, n_ctx, n_batch, t, kv_type=kv_cache)
     applied = int(session.n_threads) == t
     suffix = f" @ d{depth}" if depth else ""
     if depth:
