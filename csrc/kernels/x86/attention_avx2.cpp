@@ -276,7 +276,7 @@ void accum(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const V* v
 // Q8 V: each term is p[h][j] * (d[j][block] * v[j][i]): a column block of 8 * CB (<= 32) values
 // lies inside one Q8 block, so each row's values are converted and scaled once for all heads.
 template <int HB, int CB>
-inline void accum_q8_block(const float* p, int64_t p_stride, const int8_t* v, const uint16_t* v_d,
+inline void accum_q8_block(const float* p, int64_t p_stride, const int8_t* v, const float* v_d,
                            int64_t hd, int64_t n, float* o, int64_t o_stride, int64_t c0, Prefetcher& pf) {
     const int64_t nb = hd / kQ8Block;
     const int64_t b = c0 / kQ8Block;
@@ -286,7 +286,7 @@ inline void accum_q8_block(const float* p, int64_t p_stride, const int8_t* v, co
     }
     for (int64_t j = 0; j < n; ++j) {
         pf.next(1);
-        const __m256 d = _mm256_set1_ps(_cvtsh_ss(v_d[j * nb + b]));
+        const __m256 d = _mm256_broadcast_ss(v_d + j * nb + b);
         __m256 vv[CB];
         for (int c = 0; c < CB; ++c) vv[c] = _mm256_mul_ps(d, load8(v + j * hd + c0 + 8 * c));
         for (int h = 0; h < HB; ++h) {
@@ -304,10 +304,14 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
                     int64_t n, float* o, int64_t o_stride, Prefetcher& pf) {
     constexpr int CB = HB == 4 ? 2 : 4;
     const int64_t nb = hd / kQ8Block;
+    alignas(32) float d[kRowSlice * kMaxQ8Blocks];  // the slice's scales as floats
     for (int64_t j0 = 0; j0 < n; j0 += kRowSlice) {
         const int64_t m = n - j0 < kRowSlice ? n - j0 : kRowSlice;
+        int64_t i = 0;
+        for (; i + 8 <= m * nb; i += 8) _mm256_store_ps(d + i, load8(v_d + j0 * nb + i));
+        for (; i < m * nb; ++i) d[i] = _cvtsh_ss(v_d[j0 * nb + i]);
         for (int64_t c0 = 0; c0 < hd; c0 += 8 * CB) {
-            accum_q8_block<HB, CB>(p + j0, p_stride, v + j0 * hd, v_d + j0 * nb, hd, m, o, o_stride, c0, pf);
+            accum_q8_block<HB, CB>(p + j0, p_stride, v + j0 * hd, d, hd, m, o, o_stride, c0, pf);
         }
     }
 }
@@ -395,6 +399,9 @@ void attn_accum_f16(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, c
 void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const int8_t* v,
                    const uint16_t* v_d, int64_t n, float* o, int64_t o_stride, const void* pf_ptr,
                    int64_t pf_bytes) {
+    if (hd / kQ8Block > kMaxQ8Blocks) {
+        return ref::attn_accum_q8(p, p_stride, n_q, hd, v, v_d, n, o, o_stride, pf_ptr, pf_bytes);
+    }
     Prefetcher pf(pf_ptr, pf_bytes);
     int64_t h = 0;
     for (; h + 4 <= n_q; h += 4) {
