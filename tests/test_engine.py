@@ -242,19 +242,21 @@ def test_async_iteration(model):
 
 
 def test_async_task_cancelled_cancels_the_request(model):
-    async def main() -> None:
-        h = model.submit(GENESIS, max_tokens=200, ignore_eos=True, seed=1)
+    async def main() -> Completion:
+        h = model.submit("The", max_tokens=240, ignore_eos=True, seed=1)
+        chunks = h.__aiter__()  # kept: a dropped iterator would cancel the request itself
+        await chunks.__anext__()  # it is generating
         task = asyncio.create_task(h.aresult())
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # the task waits for the next chunk
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert (await asyncio.wait_for(asyncio.to_thread(h.result), 20)).finish_reason in (
-            "cancelled",
-            "length",
-        )
+        done = await asyncio.wait_for(asyncio.to_thread(h.result), 20)
+        del chunks
+        return done
 
-    asyncio.run(main())
+    done = asyncio.run(main())
+    assert done.finish_reason == "cancelled" and done.completion_tokens < 240
     assert_idle(model)
 
 
@@ -262,9 +264,9 @@ def test_async_task_cancelled_cancels_the_request(model):
 
 
 def test_cancel_queued_prefilling_and_decoding():
-    with load(n_parallel=1, n_batch=4) as m:
+    with load(n_parallel=1, n_batch=1) as m:
         long_prompt = m.tokenize(GENESIS * 3)[:250]
-        # Prefilling: 250 prompt tokens at 4 per step take over 60 steps.
+        # Prefilling: 250 prompt tokens at 1 per step take 250 steps.
         pre = m.submit(long_prompt, max_tokens=5, temperature=0)
         queued = m.submit("The", max_tokens=5)  # waits: n_parallel is 1
         wait_until(lambda: m.engine.stats().running == 1)
@@ -294,15 +296,28 @@ def test_cancel_queued_prefilling_and_decoding():
 
 
 def test_ctrl_c_during_a_long_prompt_cancels_at_the_next_step():
-    with load(n_parallel=1, n_batch=2) as m:
-        ids = m.tokenize(GENESIS * 3)[:250]
-        timer = threading.Timer(0.05, os.kill, args=(os.getpid(), signal.SIGINT))
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            m.generate(ids, max_tokens=10)
-        timer.join()
+    with load(n_parallel=1, n_batch=1) as m:
+        ids = m.tokenize(GENESIS * 3)[:250]  # 250 steps of one token: long enough to interrupt
+        engine = m.engine
+
+        def interrupt_while_prefilling() -> None:
+            wait_until(lambda: engine.stats().step_tokens_total >= 5)
+            s = engine.stats()
+            if s.running == 1 and s.generated_tokens_total == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        helper = threading.Thread(target=interrupt_while_prefilling)
+        helper.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                m.generate(ids, max_tokens=5)
+        finally:
+            helper.join()
         assert_idle(m)
-        assert m.engine.stats().requests_finished["cancelled"] == 1
+        s = engine.stats()
+        assert s.requests_finished["cancelled"] == 1
+        assert s.generated_tokens_total == 0  # it ended inside the prompt
+        assert s.step_tokens_total < 250
         assert m.generate("The", max_tokens=3, temperature=0)  # still usable
 
 
@@ -451,3 +466,77 @@ def test_kv_cache_types_change_perplexity_within_the_targets():
     assert abs(ppl["f16"] / ppl["f32"] - 1) < 0.001
     assert abs(ppl["q8_0"] / ppl["f32"] - 1) < 0.005
     assert ppl["q8_0"] != ppl["f32"]  # the types really differ
+
+
+# -- structured output hook, engine failure ----------------------------------------------------------
+
+
+class ForcedTokens:
+    """A TokenConstraint that allows exactly one token at each position, then is finished."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+
+    def fill_mask(self, allowed: np.ndarray) -> None:
+        allowed[self.tokens[self.pos]] = True
+
+    def accept(self, token_id: int) -> None:
+        assert token_id == self.tokens[self.pos]
+        self.pos += 1
+
+    def is_finished(self) -> bool:
+        return self.pos == len(self.tokens)
+
+
+def test_constraint_masks_every_token_and_stops(monkeypatch):
+    import sys
+    import types
+
+    with load() as m:
+        forced = m.tokenize(" the LORD said unto Moses", add_bos=False)
+        seen: list[object] = []
+
+        def make_constraint(model, schema):
+            seen.append((model, schema))
+            return ForcedTokens(forced)
+
+        fake = types.ModuleType("bitnet.engine.constraint")
+        fake.make_constraint = make_constraint  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "bitnet.engine.constraint", fake)
+        c = m.complete("And", max_tokens=50, temperature=1.5, seed=3, json_schema={"type": "x"})
+        assert c.token_ids == tuple(forced) and c.finish_reason == "stop"
+        assert seen == [(m, '{"type":"x"}')]  # compiled at submit, with canonical JSON
+        # Batched beside unconstrained requests, which are unaffected.
+        free = m.complete("And", max_tokens=8, temperature=0)
+        h1 = m.submit("And", max_tokens=50, seed=3, json_schema={"type": "x"})
+        h2 = m.submit("And", max_tokens=8, temperature=0)
+        assert h1.result().token_ids == tuple(forced)
+        assert h2.result().token_ids == free.token_ids
+
+
+def test_json_schema_without_support_is_unsupported(monkeypatch):
+    import sys
+
+    from bitnet.errors import UnsupportedError
+
+    monkeypatch.setitem(sys.modules, "bitnet.engine.constraint", None)  # import fails
+    with load() as m, pytest.raises(UnsupportedError, match="json_schema"):
+        m.submit("And", json_schema=True)
+
+
+def test_engine_failure_reaches_every_caller(monkeypatch):
+    with load() as m:
+        engine = m.engine
+
+        class Broken:
+            def step(self, seqs):
+                raise RuntimeError("boom")
+
+        monkeypatch.setattr(engine, "_decoder", Broken())
+        h = m.submit("And", max_tokens=5)
+        with pytest.raises(BitnetError, match="engine stopped: RuntimeError: boom"):
+            h.result(timeout=20)
+        with pytest.raises(BitnetError, match="failed"):
+            m.submit("And")
+        assert not engine.stats().alive
