@@ -96,13 +96,14 @@ class _Request:
 
     handle: RequestHandle
     params: SamplingParams
-    sampler: _core.Sampler
+    seed: int  # drawn at submit when the caller gave none
     text: TextStream
     constraint: TokenConstraint | None
     eos: frozenset[int]
     n_prompt: int
     t_submit: float
     mask: np.ndarray | None = None
+    sampler: _core.Sampler | None = None  # made at first admission (3 MB at 128k tokens)
     generated: list[int] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -267,28 +268,13 @@ class Engine:
             )
         ids = self._prompt_ids(prompt)
         constraint = self._constraint(params) if params.json_schema is not None else None
-        sampler = _core.Sampler(
-            self.n_vocab,
-            temperature=params.temperature,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            repeat_penalty=params.repeat_penalty,
-            repeat_last_n=params.repeat_last_n,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            seed=secrets.randbits(64) if params.seed is None else params.seed,
-        )
-        if params.repeat_last_n and params.repeat_penalty != 1.0:
-            for t in ids[-params.repeat_last_n :]:
-                sampler.accept(t, False)
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         seq = SequenceState(request_id=rid, tokens=ids, n_prompt=len(ids))
         handle = RequestHandle(rid, len(ids), lambda _h: self._cancel(seq))
         seq.payload = _Request(
             handle=handle,
             params=params,
-            sampler=sampler,
+            seed=secrets.randbits(64) if params.seed is None else params.seed,
             text=TextStream(params.stop, strip_leading_space=strip_leading_space),
             constraint=constraint,
             eos=frozenset() if params.ignore_eos else self._eos,
@@ -467,6 +453,7 @@ class Engine:
             if req.t_scheduled is None:
                 req.t_scheduled = now
                 req.n_cached_tokens = seq.n_cached_tokens
+                req.sampler = self._make_sampler(req.params, req.seed, seq.tokens)
         for seq in plan.cancelled:
             self._end(seq, "cancelled", release=False)
         if not plan.chunks:
@@ -504,6 +491,26 @@ class Engine:
         with self._lock:
             self._counts["busy_s"] += time.perf_counter() - t0
 
+    def _make_sampler(self, p: SamplingParams, seed: int, prompt: list[int]) -> _core.Sampler:
+        # The repetition window never needs to be longer than the context, and is unused
+        # without a repetition penalty.
+        window = min(p.repeat_last_n, self.n_ctx) if p.repeat_penalty != 1.0 else 0
+        sampler = _core.Sampler(
+            self.n_vocab,
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            min_p=p.min_p,
+            repeat_penalty=p.repeat_penalty,
+            repeat_last_n=window,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            seed=seed,
+        )
+        for t in prompt[len(prompt) - window :] if window else ():
+            sampler.accept(t, False)
+        return sampler
+
     def _sample(self, seqs: list[SequenceState], logits: np.ndarray) -> None:
         reqs = [_req(s) for s in seqs]
         masks: list[np.ndarray | None] | None = None
@@ -519,8 +526,13 @@ class Engine:
         n_top = None
         if any(r.params.logprobs for r in reqs):
             n_top = [r.params.top_logprobs if r.params.logprobs else -1 for r in reqs]
+        samplers = [r.sampler for r in reqs]
+        assert all(s is not None for s in samplers)  # made when the request was admitted
         tokens, logprob, top_ids, top_lp = self._sampler.sample(
-            [r.sampler for r in reqs], logits, masks, n_top
+            samplers,  # type: ignore[arg-type]
+            logits,
+            masks,
+            n_top,
         )
         now = time.perf_counter()
         for i, seq in enumerate(seqs):
@@ -545,6 +557,7 @@ class Engine:
             return
         seq.tokens.append(t)
         req.generated.append(t)
+        assert req.sampler is not None
         req.sampler.accept(t, True)
         if lp is not None:
             req.logprobs.append(lp)
