@@ -540,3 +540,18 @@ def test_engine_failure_reaches_every_caller(monkeypatch):
         with pytest.raises(BitnetError, match="failed"):
             m.submit("And")
         assert not engine.stats().alive
+
+
+def test_preemption_changes_no_output():
+    """A KV budget of three blocks for requests growing to two blocks each: the newest is
+    preempted and recomputed when blocks run out, and every request still gives the tokens it
+    gives alone."""
+    reqs = [(p, {**o, "max_tokens": 50, "ignore_eos": True}) for p, o in REQUESTS[2:5]]
+    alone = [run_alone(p, o, n_ctx=64) for p, o in reqs]
+    with load(n_ctx=64, kv_budget=96, n_parallel=3) as m:
+        handles = [m.submit(p, **o) for p, o in reqs]
+        results = [h.result() for h in handles]
+        assert m.engine.stats().preemptions_total > 0
+        for got, want in zip(results, alone, strict=True):
+            assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+        assert_idle(m)
