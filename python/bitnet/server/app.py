@@ -155,7 +155,7 @@ def _route(
             response = _error_response(e)
         except ClientGone:
             response = Response(status_code=499)  # nobody reads it; counted as nginx does
-        except Exception:  # noqa: BLE001 (a bug: logged with its traceback, answered in the envelope)
+        except Exception:  # a bug: logged with its traceback, answered in the envelope
             log.exception("internal error answering %s %s", request.method, request.url.path)
             response = _error_response(
                 APIError(500, "Internal server error.", type="server_error", code="internal_error")
