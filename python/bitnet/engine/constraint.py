@@ -159,8 +159,9 @@ class JsonConstraint:
             ConstraintError: The token was not allowed.
         """
         if not self._matcher.consume_token(int(token_id)):
-            self._check()
-            raise ConstraintError(f"structured output: token {token_id} was not allowed")
+            raise ConstraintError(
+                f"structured output: token {token_id} was not allowed ({self._error()})"
+            )
 
     def is_finished(self) -> bool:
         """Whether the JSON value is complete (only end-of-sequence may follow)."""
@@ -170,9 +171,13 @@ class JsonConstraint:
         """Whether the text so far is a complete JSON value of the schema."""
         return bool(self._matcher.is_accepting())
 
+    def _error(self) -> str:
+        # llguidance appends its parser state and the grammar: the first line says what failed.
+        return str(self._matcher.get_error()).strip().split("\n", 1)[0]
+
     def _check(self) -> None:
         if self._matcher.is_error():
-            raise ConstraintError(f"structured output: {self._matcher.get_error()}")
+            raise ConstraintError(f"structured output: {self._error()}")
 
 
 class JsonVocabulary:
@@ -230,9 +235,8 @@ class JsonVocabulary:
         """A fresh matcher for one request (see :func:`make_constraint`)."""
         matcher = self._llg.LLMatcher(self._tokenizer, self.compile(json_schema_text), log_level=0)
         if matcher.is_error():
-            raise ParameterError(
-                "json_schema", f"json_schema cannot be enforced: {matcher.get_error()}"
-            )
+            error = str(matcher.get_error()).strip().split("\n", 1)[0]
+            raise ParameterError("json_schema", f"json_schema cannot be enforced: {error}")
         return JsonConstraint(matcher, self._words)
 
 
