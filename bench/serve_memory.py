@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -72,7 +71,7 @@ def main() -> int:
             )
             with urllib.request.urlopen(req, timeout=600) as r:
                 r.read()
-        size_mib = os.path.getsize(args.model) / 2**20
+        size_mib = Path(args.model).stat().st_size / 2**20
         print(f"model file {size_mib:.0f} MiB, {args.replicas} replicas (MiB)")
         print("| replica | RSS | PSS | shared (file + libs) | private |")
         print("|---:|---:|---:|---:|---:|")

@@ -16,17 +16,16 @@ import pytest
 pytest.importorskip("llguidance")
 jsonschema = pytest.importorskip("jsonschema")
 
-import tokenizer_assets as assets  # noqa: E402
-
-from bitnet import _core  # noqa: E402
-from bitnet.api import default_model_path  # noqa: E402
-from bitnet.engine.constraint import (  # noqa: E402
+import tokenizer_assets as assets
+from bitnet import _core
+from bitnet.api import default_model_path
+from bitnet.engine.constraint import (
     ConstraintError,
     JsonVocabulary,
     make_constraint,
 )
-from bitnet.errors import ParameterError  # noqa: E402
-from bitnet.tokenizer import Tokenizer, tokenizer_from_gguf  # noqa: E402
+from bitnet.errors import ParameterError
+from bitnet.tokenizer import Tokenizer, tokenizer_from_gguf
 
 PERSON = {
     "type": "object",
