@@ -73,7 +73,7 @@ class ServerState:
         self.metrics = Metrics(self._stats)
 
     def _stats(self) -> Any | None:
-        return self.model.engine.stats() if self.status == "ready" else None
+        return self.model.engine.stats() if self.model is not None else None
 
     def set_model(self, model: Any) -> None:
         """Makes a loaded model the one served: starts its engine and the JSON-schema view."""
@@ -92,6 +92,17 @@ class ServerState:
         self.status = "ready"
         self.ready_event.set()
         log.info("serving %s as %r", model.path, self.model_id)
+
+    def shut_down(self, grace_s: float) -> None:
+        """Stops taking requests (503) and lets the running ones finish within grace_s; the
+        engine then cancels what is left, whose clients get a "shutting_down" error. Blocks."""
+        if self.status == "stopping":
+            return
+        was_ready = self.status == "ready"
+        self.status = "stopping"
+        if was_ready:
+            log.info("shutting down: in-flight requests have %.0f s to finish", grace_s)
+            self.model.engine.close(drain_timeout_s=grace_s)
 
 
 def _prepare_structured_output(model: Any) -> None:
@@ -167,6 +178,10 @@ def _route(
 
 
 def _unavailable(state: ServerState) -> APIError:
+    if state.status == "stopping":
+        return APIError(
+            503, "The server is shutting down.", type="unavailable_error", code="shutting_down"
+        )
     if state.status == "failed":
         message = f"The model failed to load: {state.error}"
     else:

@@ -191,6 +191,7 @@ async def _events(
     first_token = True
     last_token_t = [0.0] * len(choices)
     offsets = [len(c.prefix) for c in choices]  # completions logprobs: where the next text starts
+    getter: asyncio.Future[tuple[int, Any]] | None = None
     try:
         for c in choices:
             if req.endpoint == "chat":
@@ -199,11 +200,16 @@ async def _events(
                 yield event(fmt.chunk(c.index, text=c.prefix))
         remaining = len(choices)
         while remaining:
-            try:
-                i, item = await asyncio.wait_for(queue.get(), PING_INTERVAL_S)
-            except asyncio.TimeoutError:
+            # Not asyncio.wait_for: on Python < 3.12 it can swallow a cancellation (the client
+            # went away) when the item arrives at the same moment, and the stream would go on.
+            if getter is None:
+                getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait((getter,), timeout=PING_INTERVAL_S)
+            if not done:
                 yield PING
                 continue
+            i, item = getter.result()
+            getter = None
             c = choices[i]
             if item is None:
                 remaining -= 1
@@ -249,6 +255,8 @@ async def _events(
             yield event(fmt.usage_chunk(usage(_prompt_tokens(choices), completion_tokens)))
         yield DONE
     finally:
+        if getter is not None:
+            getter.cancel()
         for t in tasks:
             t.cancel()
         for c in choices:

@@ -96,6 +96,13 @@ def decode_json_body(raw: bytes) -> dict[str, Any]:
             f"The request body must be a JSON object, got {type(body).__name__}.",
             code="invalid_json",
         )
+    try:  # "\ud800" escapes decode to lone surrogates, which no tokenizer can encode
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as e:
+        raise bad_request(
+            f"The request body holds text that is not valid Unicode: {e.reason} at {e.start}.",
+            code="invalid_json",
+        ) from None
     if _depth(body) > _MAX_DEPTH:
         raise bad_request(
             f"The request body nests more than {_MAX_DEPTH} levels.", code="invalid_json"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import signal
+import threading
+import time
 from typing import Any
 
 from .app import create_app
@@ -38,11 +40,21 @@ def serve(settings: ServerSettings, *, log_level: str = "info", model: Any = Non
         host=settings.host,
         port=settings.port,
         log_level=log_level,
-        timeout_graceful_shutdown=math.ceil(settings.grace_s),
+        timeout_graceful_shutdown=math.ceil(settings.grace_s) + 5,
         access_log=log_level == "debug",
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    state = app.state.server
+
+    def watch() -> None:
+        # uvicorn's own grace period (a few seconds longer) is only a backstop: the engine
+        # drains first, so every client gets a complete answer or an error event.
+        while not server.should_exit:
+            time.sleep(0.05)
+        state.shut_down(settings.grace_s)
+
+    threading.Thread(target=watch, name="bitnet-shutdown", daemon=True).start()
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for the
     # handler that was installed before it: make that a no-op so a requested stop exits 0.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
