@@ -16,11 +16,10 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 jsonschema = pytest.importorskip("jsonschema")
 
-import bitnet  # noqa: E402
-from bitnet.api import default_model_path  # noqa: E402
-from bitnet.server import ServerSettings  # noqa: E402
-
-from server_util import ServerThread, get, metric, post_json  # noqa: E402
+import bitnet
+from bitnet.api import default_model_path
+from bitnet.server import ServerSettings
+from server_util import ServerThread, get, metric, post_json
 
 PROMPT = "And God said, Let there be light"
 CHAT = [{"role": "user", "content": "Who made the heaven and the earth?"}]

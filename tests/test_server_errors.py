@@ -16,11 +16,10 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
-import bitnet  # noqa: E402
-from bitnet.api import default_model_path  # noqa: E402
-from bitnet.server import ServerSettings  # noqa: E402
-
-from server_util import ServerThread, get, metric, post_json, request, sse_events  # noqa: E402
+import bitnet
+from bitnet.api import default_model_path
+from bitnet.server import ServerSettings
+from server_util import ServerThread, get, metric, post_json, request, sse_events
 
 PROMPT = "In the beginning"
 

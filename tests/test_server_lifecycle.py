@@ -15,11 +15,10 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-import bitnet  # noqa: E402
-from bitnet.api import default_model_path  # noqa: E402
-from bitnet.server import ServerSettings, app  # noqa: E402
-
-from server_util import ServerProcess, ServerThread, get, metric, post_json, sse_events  # noqa: E402
+import bitnet
+from bitnet.api import default_model_path
+from bitnet.server import ServerSettings, app
+from server_util import ServerProcess, ServerThread, get, metric, post_json, sse_events
 
 PROMPT = "In the beginning"
 
