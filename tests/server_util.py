@@ -9,10 +9,10 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -69,19 +69,30 @@ class ServerThread:
 
 
 class ServerProcess:
-    """``python -m bitnet serve ...`` on a free port."""
+    """``python -m bitnet serve ...`` on a free port, its output in a temporary file (a pipe
+    could fill up and block it). Use it as a context manager: it is killed if still running."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
         cmd = [sys.executable, "-m", "bitnet", "serve", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(
             cmd,
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=ROOT,
         )
+
+    def __enter__(self) -> ServerProcess:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
     def wait_healthy(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
@@ -92,23 +103,11 @@ class ServerProcess:
                 if get(self.url + "/health")[0] == 200:
                     return
             time.sleep(0.1)
-        raise RuntimeError("the server did not become healthy")
+        raise RuntimeError(f"the server did not become healthy: {self.output()}")
 
     def output(self) -> str:
-        assert self.proc.stdout is not None
-        return (
-            self.proc.stdout.read().decode(errors="replace") if self.proc.poll() is not None else ""
-        )
-
-    def terminate(self, timeout_s: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
 
 def request(

@@ -5,6 +5,7 @@ are answered, the process exits 0), the command line."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -132,10 +133,9 @@ def _stream_all(url: str, body: dict, out: list, started: threading.Event) -> No
 
 
 def test_sigterm_answers_requests_in_flight_then_exits_0():
-    server = ServerProcess(
+    with ServerProcess(
         "-c", "2048", "-np", "3", "-t", "1", "--grace", "60", "--log-level", "warning"
-    )
-    try:
+    ) as server:
         server.wait_healthy()
         results: list = []
         threads = []
@@ -152,7 +152,7 @@ def test_sigterm_answers_requests_in_flight_then_exits_0():
             t.start()
             assert started.wait(60)
             threads.append(t)
-        server.proc.send_signal(__import__("signal").SIGTERM)
+        server.proc.send_signal(signal.SIGTERM)
 
         # It stops accepting at once ...
         def refused() -> bool:
@@ -172,15 +172,10 @@ def test_sigterm_answers_requests_in_flight_then_exits_0():
             assert events[-1] == "[DONE]"
             finals = [e for e in events[:-1] if e["choices"] and e["choices"][0]["finish_reason"]]
             assert [e["choices"][0]["finish_reason"] for e in finals] == ["length"]
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
 
 
 def test_sigterm_past_the_grace_period_ends_streams_with_an_error_event():
-    server = ServerProcess("-c", "4096", "-t", "1", "--grace", "1", "--log-level", "warning")
-    try:
+    with ServerProcess("-c", "4096", "-t", "1", "--grace", "1", "--log-level", "warning") as server:
         server.wait_healthy()
         results: list = []
         started = threading.Event()
@@ -188,16 +183,12 @@ def test_sigterm_past_the_grace_period_ends_streams_with_an_error_event():
         t = threading.Thread(target=_stream_all, args=(server.url, body, results, started))
         t.start()
         assert started.wait(60)
-        server.proc.send_signal(__import__("signal").SIGTERM)
+        server.proc.send_signal(signal.SIGTERM)
         t.join(60)
         assert server.proc.wait(timeout=60) == 0
         events = results[0]
         assert events and events[-1] != "[DONE]"
         assert "error" in events[-1] and events[-1]["error"]["code"] == "shutting_down"
-    finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
 
 
 def test_cli_help_and_bad_model():
@@ -217,6 +208,6 @@ def test_cli_help_and_bad_model():
         "--ray",
     ):
         assert flag in out.stdout
-    server = ServerProcess("-m", "/nonexistent/model.gguf", "--log-level", "warning")
-    assert server.proc.wait(timeout=60) == 1
-    assert "nonexistent" in server.output()
+    with ServerProcess("-m", "/nonexistent/model.gguf", "--log-level", "warning") as server:
+        assert server.proc.wait(timeout=60) == 1
+        assert "nonexistent" in server.output()
