@@ -20,7 +20,6 @@ import tokenizer_assets as assets
 from bitnet import _core
 from bitnet.api import default_model_path
 from bitnet.engine.constraint import (
-    ConstraintError,
     JsonVocabulary,
     make_constraint,
 )
@@ -115,8 +114,12 @@ def test_mask_refuses_what_cannot_start_the_value(vocab):
         assert tok.token_bytes(int(i)).startswith(b"{")
     refused = next(i for i in range(tok.n_tokens) if tok.token_bytes(i) == b"a")
     assert not allowed[refused]
-    with pytest.raises(ConstraintError, match="not allowed"):
-        c.accept(refused)
+    # The engine thread never sees an exception: the request ends, the reason is kept.
+    c.accept(refused)
+    assert c.is_finished() and not c.is_accepting()
+    assert "not allowed" in c.error
+    c.fill_mask(allowed)
+    assert set(np.flatnonzero(allowed)) == set(tok.eos_ids)
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,8 @@ def test_finish_reasons(client, model):
         model="kjv", prompt=PROMPT, seed=1, extra_body={"ignore_eos": True}
     )
     assert r.choices[0].finish_reason == "length"
-    assert r.usage.prompt_tokens + r.usage.completion_tokens == model.n_ctx
+    # The last token sampled needs no KV position, so prompt + generated may reach n_ctx + 1.
+    assert model.n_ctx <= r.usage.total_tokens <= model.n_ctx + 1
     # A stop string ends it and is not in the text.
     free = client.completions.create(
         model="kjv", prompt=PROMPT, max_tokens=40, seed=2, temperature=0
@@ -149,7 +150,8 @@ def test_n_choices_use_consecutive_seeds(client):
             texts[c.index] += c.text
     assert texts == [c.text for c in r.choices]
     # Several prompts: a choice per prompt and n.
-    r = client.completions.create(**kw, prompt=[PROMPT, "In the beginning"], n=2, seed=1)
+    kw["prompt"] = [PROMPT, "In the beginning"]
+    r = client.completions.create(**kw, n=2, seed=1)
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import socket
 import time
 
 import pytest
@@ -236,20 +237,22 @@ def test_api_key_is_required_when_set():
 
 
 def test_full_queue_is_503_with_retry_after():
-    s = ServerThread(ServerSettings(), model=_load(n_ctx=2048, n_parallel=1, max_queue=1))
-    long = {"prompt": PROMPT, "max_tokens": 2000, "ignore_eos": True, "stream": True}
-    streams = []
+    s = ServerThread(ServerSettings(), model=_load(n_ctx=4096, n_parallel=1, max_queue=1))
+    long = {"prompt": PROMPT, "max_tokens": 4000, "ignore_eos": True, "stream": True}
+    running = sse_events(s.url, URL, long)
+    waiting = socket.create_connection(("127.0.0.1", s.port))
     try:
-        for _ in range(2):  # one runs, one waits
-            gen = sse_events(s.url, URL, long)
-            first = next(gen)
-            assert first != 503
-            streams.append(gen)
+        assert isinstance(next(running), dict)  # one runs ...
+        payload = json.dumps(long).encode()
+        waiting.sendall(  # ... one waits ...
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+        )
         deadline = time.monotonic() + 30
         while metric(s.url, "bitnet_requests_waiting") < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
         status, headers, out = post_json(s.url + URL, {"prompt": PROMPT, "max_tokens": 2})
-        assert status == 503
+        assert status == 503  # ... and the queue is full
         _envelope(out, "unavailable_error", code="queue_full")
         assert 1 <= int(headers["retry-after"]) <= 120
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0)
@@ -257,8 +260,8 @@ def test_full_queue_is_503_with_retry_after():
             client.completions.create(model=s.state.model_id, prompt=PROMPT, max_tokens=2)
         assert e.value.status_code == 503
     finally:
-        for gen in streams:
-            gen.close()
+        waiting.close()
+        running.close()
         s.stop()
 
 

@@ -21,26 +21,28 @@ one request and is used by one thread at a time.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..errors import BitnetError, ParameterError, UnsupportedError
+from ..errors import ParameterError, UnsupportedError
 
 if TYPE_CHECKING:
     from ..model import Model
     from ..tokenizer import Tokenizer
 
 __all__ = [
-    "ConstraintError",
     "JsonConstraint",
     "JsonVocabulary",
     "TokenConstraint",
     "make_constraint",
     "vocabulary",
 ]
+
+log = logging.getLogger("bitnet.engine")
 
 # How llguidance writes JSON (see the module docstring).
 _JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -57,10 +59,6 @@ class TokenConstraint(Protocol):
 
     def is_finished(self) -> bool:
         """Whether the text is complete: only end-of-sequence may follow."""
-
-
-class ConstraintError(BitnetError):
-    """The matcher failed while generating (a token it refused, or a parser resource limit)."""
 
 
 def _llguidance() -> Any:
@@ -133,51 +131,59 @@ class _TokenizerView:
 
 
 class JsonConstraint:
-    """A :class:`TokenConstraint` for one request: llguidance's matcher over one JSON schema."""
+    """A :class:`TokenConstraint` for one request: llguidance's matcher over one JSON schema.
 
-    def __init__(self, matcher: Any, n_words: int) -> None:
+    It never raises on the engine thread (an exception there would fail every request): if the
+    matcher fails (a token it refused, or a parser resource limit, which schemas validated at
+    compile time do not reach in practice), it logs the error, allows only end-of-sequence and
+    says it is finished, so that this one request ends; :attr:`error` keeps the reason.
+    """
+
+    def __init__(self, matcher: Any, n_words: int, eos_ids: tuple[int, ...]) -> None:
         self._matcher = matcher
         self._words = np.zeros(n_words, dtype=np.uint32)  # (ceil(n_tokens / 32),) mask bits
+        self._eos_ids = eos_ids
+        self.error: str | None = None
 
     def fill_mask(self, allowed: np.ndarray) -> None:
-        """Writes True where a token may come next (shape (n_vocab,), bool).
-
-        Raises:
-            ConstraintError: The matcher is in an error state (nothing can be allowed).
-        """
-        self._matcher.unsafe_compute_mask_ptr(self._words.ctypes.data, self._words.nbytes)
-        self._check()
+        """Writes True where a token may come next (shape (n_vocab,), bool)."""
+        if self.error is None:
+            self._matcher.unsafe_compute_mask_ptr(self._words.ctypes.data, self._words.nbytes)
+            self._check()
+        if self.error is not None:
+            allowed[:] = False
+            allowed[[i for i in self._eos_ids if i < allowed.shape[0]]] = True
+            return
         bits = np.unpackbits(self._words.view(np.uint8), bitorder="little")
         n = min(allowed.shape[0], bits.shape[0])
         np.copyto(allowed[:n], bits[:n], casting="unsafe")
         allowed[n:] = False  # logits rows beyond the tokenizer's table
 
     def accept(self, token_id: int) -> None:
-        """Advances with the sampled token.
-
-        Raises:
-            ConstraintError: The token was not allowed.
-        """
-        if not self._matcher.consume_token(int(token_id)):
-            raise ConstraintError(
-                f"structured output: token {token_id} was not allowed ({self._error()})"
-            )
+        """Advances with the sampled token (a refused token sets :attr:`error`)."""
+        if self.error is None and not self._matcher.consume_token(int(token_id)):
+            self._fail(f"token {token_id} was not allowed ({self._first_line()})")
 
     def is_finished(self) -> bool:
-        """Whether the JSON value is complete (only end-of-sequence may follow)."""
-        return bool(self._matcher.is_stopped())
+        """Whether the JSON value is complete (only end-of-sequence may follow), or the
+        matcher failed."""
+        return self.error is not None or bool(self._matcher.is_stopped())
 
     def is_accepting(self) -> bool:
         """Whether the text so far is a complete JSON value of the schema."""
-        return bool(self._matcher.is_accepting())
+        return self.error is None and bool(self._matcher.is_accepting())
 
-    def _error(self) -> str:
+    def _first_line(self) -> str:
         # llguidance appends its parser state and the grammar: the first line says what failed.
         return str(self._matcher.get_error()).strip().split("\n", 1)[0]
 
     def _check(self) -> None:
         if self._matcher.is_error():
-            raise ConstraintError(f"structured output: {self._error()}")
+            self._fail(self._first_line())
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        log.warning("structured output failed, ending the request: %s", message)
 
 
 class JsonVocabulary:
@@ -237,7 +243,7 @@ class JsonVocabulary:
         if matcher.is_error():
             error = str(matcher.get_error()).strip().split("\n", 1)[0]
             raise ParameterError("json_schema", f"json_schema cannot be enforced: {error}")
-        return JsonConstraint(matcher, self._words)
+        return JsonConstraint(matcher, self._words, self.eos_ids)
 
 
 _vocab_lock = threading.Lock()
