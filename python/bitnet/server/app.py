@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import threading
@@ -238,8 +239,24 @@ async def _chat_completions(request: Request, state: ServerState) -> Response:
         raise bad_request(
             f"The chat template cannot render these messages: {e}", "messages"
         ) from None
+    if getattr(model, "chat_template_is_default", False):
+        # bitnet's default template: a reply ends where the model starts the next turn itself
+        # (the Python API's chat does the same).
+        from .. import chat
+
+        extra = tuple(getattr(chat, "DEFAULT_CHAT_STOP", ()))
+        params = dataclasses.replace(req.params, stop=(*req.params.stop, *extra))
+        req = dataclasses.replace(req, params=params)
     fmt = _formatter(state, req)
-    return await answer(request.receive, model.engine, [prompt], req, fmt, state.metrics)
+    return await answer(
+        request.receive,
+        model.engine,
+        [prompt],
+        req,
+        fmt,
+        state.metrics,
+        strip_leading_space=model.tokenizer.strip_leading_space,
+    )
 
 
 async def _completions(request: Request, state: ServerState) -> Response:

@@ -49,7 +49,9 @@ def _new_id(endpoint: str) -> str:
     return ("chatcmpl-" if endpoint == "chat" else "cmpl-") + secrets.token_hex(12)
 
 
-async def submit(engine: Any, prompts: Sequence[Any], req: ParsedRequest) -> list[Choice]:
+async def submit(
+    engine: Any, prompts: Sequence[Any], req: ParsedRequest, *, strip_leading_space: bool = False
+) -> list[Choice]:
     """Queues every choice of a request (in a worker thread: tokenizing a long prompt and
     compiling a JSON schema take milliseconds).
 
@@ -63,7 +65,9 @@ async def submit(engine: Any, prompts: Sequence[Any], req: ParsedRequest) -> lis
             for i in range(req.n):
                 params = req.params_for(i)
                 handle = engine.submit(
-                    list(prompt) if isinstance(prompt, tuple) else prompt, params
+                    list(prompt) if isinstance(prompt, tuple) else prompt,
+                    params,
+                    strip_leading_space=strip_leading_space,
                 )
                 choices.append(Choice(index=p * req.n + i, prompt_index=p, handle=handle))
 
@@ -107,6 +111,7 @@ async def answer(
     metrics: Metrics,
     *,
     echo_texts: Sequence[str] = (),
+    strip_leading_space: bool = False,
 ) -> Response:
     """The HTTP response of a parsed generation request.
 
@@ -115,7 +120,7 @@ async def answer(
         ClientGone: The client left before a non-streamed answer was ready.
     """
     t0 = time.perf_counter()
-    choices = await submit(engine, prompts, req)
+    choices = await submit(engine, prompts, req, strip_leading_space=strip_leading_space)
     if req.echo:
         for c in choices:
             c.prefix = echo_texts[c.prompt_index]
