@@ -125,7 +125,8 @@ class SamplingParams:
         top_logprobs: Also report this many likeliest alternatives per token (0 to 20; needs
             logprobs).
         json_schema: Constrain the output to JSON matching this schema (a dict or JSON text);
-            True: any JSON object. Stored as compact JSON text, key order kept (properties come out in schema order).
+            True: any JSON object. Stored as compact JSON text, key order kept (objects are
+            written with their properties in schema order).
     """
 
     max_tokens: int = 256
