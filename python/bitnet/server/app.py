@@ -81,7 +81,9 @@ class ServerState:
         engine = model.engine  # created now, not by the first request
         del engine
         _prepare_structured_output(model)
-        if getattr(model, "chat_template_is_default", model.chat_template is None):
+        if self.settings.chat_template is None and getattr(
+            model, "chat_template_is_default", model.chat_template is None
+        ):
             log.warning(
                 "%s has no chat template: /v1/chat/completions uses bitnet's default template "
                 "(docs/serving.md)",
@@ -234,12 +236,14 @@ async def _chat_completions(request: Request, state: ServerState) -> Response:
     _check_model(state, req.model)
     model = state.model
     try:
-        prompt = model.apply_chat_template(list(req.messages))
+        prompt = model.apply_chat_template(
+            list(req.messages), chat_template=state.settings.chat_template
+        )
     except (BitnetError, TypeError) as e:  # TemplateError, a template that rejects the roles
         raise bad_request(
             f"The chat template cannot render these messages: {e}", "messages"
         ) from None
-    if getattr(model, "chat_template_is_default", False):
+    if state.settings.chat_template is None and getattr(model, "chat_template_is_default", False):
         # bitnet's default template: a reply ends where the model starts the next turn itself
         # (the Python API's chat does the same).
         from .. import chat

@@ -113,6 +113,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="on SIGTERM, time for in-flight requests to finish (default 30)",
     )
     s.add_argument(
+        "--chat-template",
+        default=None,
+        metavar="FILE",
+        help="a Jinja2 chat template to use instead of the model's own",
+    )
+    s.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -167,7 +173,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         api_keys=ServerSettings.keys_from_env(args.api_key),
         max_body_bytes=args.max_body,
         grace_s=args.grace,
+        chat_template=_read_template(args.chat_template),
     )
+
+
+def _read_template(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise BitnetError(f"--chat-template {path}: {e.strerror}") from None
 
 
 def _missing_extra(e: ImportError, extra: str) -> BitnetError:

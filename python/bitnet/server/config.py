@@ -35,6 +35,8 @@ class ServerSettings:
         api_keys: Keys a client must send (Authorization: Bearer, or X-Api-Key); empty: none.
         max_body_bytes: Largest request body; beyond it 413.
         grace_s: On SIGTERM, how long in-flight requests may take to finish.
+        chat_template: A Jinja2 chat template used instead of the model's own (None: the
+            model's, or bitnet's default when the file has none).
     """
 
     model: str | None = None
@@ -52,6 +54,7 @@ class ServerSettings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY
     grace_s: float = 30.0
+    chat_template: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
