@@ -78,8 +78,7 @@ class ServerState:
 
     def set_model(self, model: Any) -> None:
         """Makes a loaded model the one served: starts its engine and the JSON-schema view."""
-        engine = model.engine  # created now, not by the first request
-        del engine
+        _ = model.engine  # created now, not by the first request
         _prepare_structured_output(model)
         if self.settings.chat_template is None and getattr(
             model, "chat_template_is_default", model.chat_template is None
