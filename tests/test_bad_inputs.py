@@ -42,6 +42,9 @@ LOAD_CASES = [
     ("output_type", ["q4_0", "", 1, None]),
     ("isa", ["", 3, b"avx2"]),
     ("kernel", ["fast", "", 1]),
+    ("n_parallel", [0, -1, 4097, 1.5, True, None]),
+    ("kv_budget", [0, -1, 1.5, "64", 2**41]),
+    ("max_queue", [-1, 2**21, 1.5, None]),
 ]
 
 
@@ -58,7 +61,10 @@ def test_load_option_out_of_range_or_wrong_type(name, value):
     [
         {"n_ctx": 1},
         {"n_ctx": 0},
-        {"n_batch": 1},
+        {"n_batch": 1, "n_parallel": 1},
+        {"n_parallel": 16, "n_batch": 16},
+        {"kv_budget": 16},
+        {"max_queue": 0},
         {"n_threads": 1},
         {"n_threads": max_threads()},
         {"n_threads": None},
@@ -74,6 +80,11 @@ def test_load_option_boundaries_work(options):
     assert model.logits([1]).shape == (1, N_VOCAB)
 
 
+def test_n_batch_below_n_parallel_and_small_kv_budget():
+    raises_param("n_batch", bitnet.load, MODEL, n_batch=2, n_parallel=4)
+    raises_param("kv_budget", bitnet.load, MODEL, n_ctx=64, kv_budget=63)
+
+
 def test_unknown_isa_is_unsupported():
     with pytest.raises(UnsupportedError, match="'sse9'"):
         bitnet.load(MODEL, isa="sse9")
@@ -87,6 +98,10 @@ def test_context_beyond_memory_names_n_ctx_and_numbers(monkeypatch):
     monkeypatch.setattr(bitnet.checks, "memory_limit", lambda: (1 << 20, "a test limit"))
     err = raises_param("n_ctx", bitnet.load, MODEL)
     assert "bitnet.context_length" in str(err) and str(MODEL) in str(err)
+    # An explicit engine budget is named when it is what does not fit.
+    monkeypatch.setattr(bitnet.checks, "memory_limit", lambda: (64 << 20, "a test limit"))
+    err = raises_param("kv_budget", bitnet.load, MODEL, n_ctx=64, kv_budget=10**7)
+    assert "kv_budget=10000000" in str(err)
 
 
 @pytest.mark.parametrize("path", [3, None, 1.5, ["m.gguf"]], ids=repr)
@@ -153,7 +168,7 @@ def test_logits_in_batches_equal_one_pass():
 
 def test_ctrl_c_interrupts_logits_between_batches():
     """A long evaluation is run batch by batch, so a signal lands before it finishes."""
-    model = bitnet.load(MODEL, n_ctx=256, n_batch=1)
+    model = bitnet.load(MODEL, n_ctx=256, n_batch=1, n_parallel=1)
     ids = [1 + i % 100 for i in range(256)]
 
     def interrupt(signum, frame):
@@ -234,7 +249,7 @@ def test_perplexity_arguments(model, name, value):
 
 
 def test_perplexity_in_batches_equals_one_pass():
-    small = bitnet.load(MODEL, n_ctx=64, n_batch=3)
+    small = bitnet.load(MODEL, n_ctx=64, n_batch=3, n_parallel=1)
     whole = bitnet.load(MODEL, n_ctx=64, n_batch=64)
     a = small.perplexity(TEXT, window=32, stride=16)
     b = whole.perplexity(TEXT, window=32, stride=16)

@@ -406,7 +406,7 @@ def _bad_steps(n_vocab: int) -> list[tuple[list[object], str]]:
         ([ok, (t([[2]], i32), 0, t([1], i32), 1)], "sequence 1: block_table must be 1-D"),
         (
             [ok, (t([2], i32), 0.0, t([1], i32), 1)],
-            "sequence 1: n_past and logits must be integers",
+            "sequence 1: n_past must be an integer, got 0.0",
         ),
         (
             [ok, (t([2], np.int64), 0, t([2**40], np.int64), 1)],

@@ -14,8 +14,11 @@ The rules (docs/usage.md, "Limits"):
 * ``n_batch``: 1 .. 2**20 tokens (the session uses min(n_batch, n_ctx)).
 * ``n_threads``: None (every hardware thread) or 1 .. 4 x the hardware threads (at most 1024):
   more threads than that only add contention.
-* The KV cache reservation (every sequence's n_ctx positions, K and V, every layer) plus the
-  scratch of one batch must not exceed the memory limit: the smallest of the physical RAM, the
+* ``n_parallel``: 1 .. 4096, at most n_batch; ``kv_budget``: None or 1 .. 2**40 positions (at
+  least n_ctx, checked once n_ctx is known); ``max_queue``: 0 .. 2**20.
+* The KV cache reservation (the engine's kv_budget positions, default n_parallel x n_ctx, and
+  one session's n_ctx, K and V of every layer) plus the scratch of the batches must not exceed
+  the memory limit: the smallest of the physical RAM, the
   cgroup's ``memory.max`` and ``RLIMIT_AS`` (less what the process has mapped already). The
   reservation is address space, not resident memory (pages are touched as positions fill up),
   so this is the rule "a context the machine could never fill is refused", not a budget.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import os
 import resource
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,10 @@ __all__ = [
 
 MAX_N_CTX = 1 << 24  # the C++ session's limit (positions of one sequence)
 MAX_N_BATCH = 1 << 20  # the batched decoder's limit (tokens of one step)
-KV_CACHE_TYPES: dict[str, float] = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32}  # bytes per value
+# Bytes per cached value (q8_0: blocks of 32 int8 values and an fp16 scale).
+KV_CACHE_TYPES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "f32": 4.0}
+MAX_N_PARALLEL = 4096
+MAX_QUEUE = 1 << 20
 OUTPUT_TYPES = ("auto", "q8_0", "f32")
 KERNELS = ("mad", "lut")
 
@@ -82,9 +88,12 @@ def _choice(name: str, value: Any, choices: tuple[str, ...], *, optional: bool =
 def check_load_options(
     *,
     n_ctx: Any = 0,
-    n_batch: Any = 256,
+    n_batch: Any = 512,
     n_threads: Any = None,
-    kv_cache: Any = "f32",
+    kv_cache: Any = "f16",
+    n_parallel: Any = 4,
+    kv_budget: Any = None,
+    max_queue: Any = 64,
     output_type: Any = "auto",
     isa: Any = None,
     kernel: Any = None,
@@ -100,6 +109,16 @@ def check_load_options(
         limit = max_threads()
         _int("n_threads", n_threads, 1, limit, f" (4 x the {os.cpu_count()} hardware threads)")
     _choice("kv_cache", kv_cache, tuple(KV_CACHE_TYPES))
+    _int("n_parallel", n_parallel, 1, MAX_N_PARALLEL)
+    if kv_budget is not None:
+        _int("kv_budget", kv_budget, 1, 1 << 40)
+    _int("max_queue", max_queue, 0, MAX_QUEUE)
+    if n_batch < n_parallel:
+        raise ParameterError(
+            "n_batch",
+            f"n_batch ({n_batch}) must be at least n_parallel ({n_parallel}): every running "
+            "sequence decodes one token per step",
+        )
     _choice("output_type", output_type, OUTPUT_TYPES)
     if isa is not None and (not isinstance(isa, str) or not isa):
         raise ParameterError("isa", f"isa must be a non-empty str or None, got {isa!r}")
@@ -204,9 +223,14 @@ def check_memory(
     n_batch: int,
     kv_cache: str,
     n_threads: int,
-    n_sequences: int = 1,
+    n_parallel: int = 1,
+    kv_budget: int | None = None,
 ) -> None:
-    """Refuses a context whose reservation exceeds :func:`memory_limit`.
+    """Refuses KV caches whose reservation exceeds :func:`memory_limit`.
+
+    A loaded model reserves the engine's cache (kv_budget positions; None: n_parallel x n_ctx)
+    and one private session of n_ctx positions (``logits``, ``perplexity``), each with the
+    scratch of one batch.
 
     Args:
         config: The model's hyperparameters (``_core.Model.config``).
@@ -215,11 +239,13 @@ def check_memory(
         n_batch: Tokens per forward pass.
         kv_cache: A key of :data:`KV_CACHE_TYPES`.
         n_threads: Threads per forward pass (resolved, >= 1).
-        n_sequences: Sequences whose KV caches are reserved at once.
+        n_parallel: Sequences the engine runs at once.
+        kv_budget: The engine's KV positions (None: n_parallel x n_ctx).
 
     Raises:
-        ParameterError: The reservation does not fit; the message names n_ctx (or the file's
-            context-length key), the bytes needed and the limit.
+        ParameterError: The reservation does not fit; the message names the option (n_ctx,
+            or kv_budget when given; the file's context-length key when n_ctx was 0), the
+            bytes needed and the limit.
     """
     effective = n_ctx or int(config["n_ctx_train"])
     if effective > MAX_N_CTX:  # only the file's value can be out of range here
@@ -229,37 +255,46 @@ def check_memory(
             f"({config['arch']}.context_length in {path}), more than the {MAX_N_CTX} a context "
             "may hold; pass n_ctx",
         )
-    kv, scratch = session_bytes(
-        config, n_ctx=effective, n_batch=n_batch, kv_cache=kv_cache, n_threads=n_threads
-    )
-    need = n_sequences * (kv + scratch)
     limit, source = memory_limit()
-    if need <= limit:
+
+    def need(ctx: int) -> tuple[int, int, int]:
+        """(KV positions, KV bytes, scratch bytes) for a context of ctx."""
+        positions = (kv_budget if kv_budget is not None else n_parallel * ctx) + ctx
+        kv, scratch = session_bytes(
+            config, n_ctx=ctx, n_batch=n_batch, kv_cache=kv_cache, n_threads=n_threads
+        )
+        return positions, kv * positions // ctx, 2 * scratch
+
+    positions, kv, scratch = need(effective)
+    if kv + scratch <= limit:
         return
-    what = (
+    found = (
         f"n_ctx={n_ctx}"
         if n_ctx
         else f"n_ctx=0 takes the model's context length, {effective} tokens "
         f"({config['arch']}.context_length in {path})"
     )
+    engine = f"kv_budget={kv_budget}" if kv_budget is not None else f"n_parallel={n_parallel}"
+    largest = _largest_ctx(lambda ctx: sum(need(ctx)[1:]) <= limit)
+    fix = (
+        "pass a smaller kv_budget"
+        if kv_budget is not None
+        else f"pass a smaller n_ctx (at most about {largest} tokens fit) or n_parallel"
+    )
     raise ParameterError(
-        "n_ctx",
-        f"{what}: a KV cache ({kv_cache}) of {_gib(n_sequences * kv)} plus {_gib(scratch)} of "
-        f"scratch exceeds the {_gib(limit)} of {source}; pass a smaller n_ctx (at most about "
-        f"{_largest_ctx(config, n_batch, kv_cache, n_threads, limit, n_sequences)} tokens fit)",
+        "kv_budget" if kv_budget is not None else "n_ctx",
+        f"{found} with {engine}: KV caches ({kv_cache}) for {positions} positions (the "
+        f"engine's and one session's) take {_gib(kv)} plus {_gib(scratch)} of scratch, more "
+        f"than the {_gib(limit)} of {source}; {fix}",
     )
 
 
-def _largest_ctx(
-    config: Mapping[str, Any], n_batch: int, kv_cache: str, n_threads: int, limit: int, n_seq: int
-) -> int:
+def _largest_ctx(fits: Callable[[int], bool]) -> int:
+    """The largest n_ctx in [0, MAX_N_CTX] for which fits holds (fits is monotone)."""
     lo, hi = 0, MAX_N_CTX
-    while lo < hi:  # the largest n_ctx whose reservation fits
+    while lo < hi:
         mid = (lo + hi + 1) // 2
-        kv, scratch = session_bytes(
-            config, n_ctx=mid, n_batch=n_batch, kv_cache=kv_cache, n_threads=n_threads
-        )
-        if n_seq * (kv + scratch) <= limit:
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1
