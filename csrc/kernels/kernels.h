@@ -33,6 +33,15 @@
 //     q = round(x*s) (absmax: s = 127 / max|x|) and the int32 sum of the K int8 values.
 //   Activations (Q8 output layer): per token, n_cols int8 values in [-127, 127] and one float
 //     scale per block of 32 (x ~= d * q), like ggml's Q8_0.
+//   T3 (ternary, 1.67 bits per weight; the AVX-512 VBMI kernels): three weights of a row form one
+//     index idx = 9 * (w0 + 1) + 3 * (w1 + 1) + (w2 + 1) in 0 .. 26 (27 combinations, 5 bits).
+//     Rows are grouped in tiles of 32 (the last padded with zero weights) and columns in steps of
+//     12 (K3 = ceil(K/12)*12, padding columns hold zero weights): the 4 groups of a step are
+//     columns 12s + 3m .. 12s + 3m + 2 (m = 0..3). A tile is K3/12 steps of 80 bytes:
+//         bytes 0..63:  byte 4i + m = (idx(row i, group m) & 15) | (idx(row 16+i, group m) & 15) << 4
+//         bytes 64..71: bit 4i + m of the little-endian uint64 = idx(row i, group m) >> 4
+//         bytes 72..79: bit 4i + m = idx(row 16+i, group m) >> 4
+//     (rows relative to the tile, i = 0..15). 640 bits per 384 weights.
 #pragma once
 
 #include <cstdint>
@@ -46,11 +55,20 @@ constexpr int64_t kL2TileRows = 32;     // rows per L2 tile
 constexpr int64_t kL2ChunkBytes = 32;   // bytes per L2 chunk (4 columns of 32 rows)
 constexpr int64_t kLutPairBytes = 32;   // bytes of LUT table per column pair
 constexpr int64_t kQ8Block = 32;        // values per Q8 block
+constexpr int64_t kT3TileRows = 32;     // rows per T3 tile
+constexpr int64_t kT3StepCols = 12;     // columns per T3 step (4 groups of 3)
+constexpr int64_t kT3StepBytes = 80;    // bytes per T3 step of one tile
 
 // Rounds K up to the padded row length used by the T2, L2 and B1 layouts.
 constexpr int64_t padded_k(int64_t k) { return (k + kT2Block - 1) / kT2Block * kT2Block; }
 // Bytes of LUT tables for one token of K_pad activations.
 constexpr int64_t lut_bytes(int64_t k_pad) { return k_pad / 2 * kLutPairBytes; }
+// Rounds K up to the padded row length of the T3 layout.
+constexpr int64_t padded_k3(int64_t k) { return (k + kT3StepCols - 1) / kT3StepCols * kT3StepCols; }
+// Bytes of a T3 matrix of n_rows x k.
+constexpr int64_t t3_bytes(int64_t n_rows, int64_t k) {
+    return (n_rows + kT3TileRows - 1) / kT3TileRows * (padded_k3(k) / kT3StepCols) * kT3StepBytes;
+}
 
 // A ternary matrix in the canonical T2 layout: n_rows rows of k_pad/4 bytes each.
 struct T2Matrix {
@@ -82,6 +100,14 @@ struct Q8Matrix {
     const float* d = nullptr;   // (n_rows, n_cols / 32)
     int64_t n_rows = 0;
     int64_t n_cols = 0;         // a multiple of 32
+};
+
+// A ternary matrix in the T3 layout: ceil(n_rows/32) tiles of (k3 / 12) * 80 bytes each.
+struct T3Matrix {
+    const uint8_t* data = nullptr;  // (n_tiles, k3 / 12, 80)
+    int64_t n_rows = 0;
+    int64_t k = 0;
+    int64_t k3 = 0;                 // padded_k3(k)
 };
 
 // Quantized BitLinear activations of n_tokens tokens.
@@ -143,6 +169,12 @@ using QuantizeQ8Fn = void (*)(const float* x, int64_t n, int8_t* q, float* d);
 using GemmQ8Fn = void (*)(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,
                           float* out, int64_t out_stride);
 
+// T3: the same sums as GemmT2Fn from a T3 matrix and int8 activations (x.stride >= k; the kernels
+// read x.q only below k). row_begin is a multiple of 32; row_end is a multiple of 32 or w.n_rows.
+// Exact int32.
+using GemmT3Fn = void (*)(const T3Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,
+                          int32_t* out, int64_t out_stride);
+
 // ---- float kernels (attention, norms) ---------------------------------------------------------
 
 // Sum of a[i] * b[i] for n floats; b given as fp16 bits for the *_f16 variant.
@@ -177,6 +209,9 @@ struct KernelTable {
     SoftmaxFn softmax = nullptr;
     ToF16Fn to_f16 = nullptr;
     FromF16Fn from_f16 = nullptr;
+    // -- kernels round two (issue 14) --
+    GemmT3Fn gemm_t3 = nullptr;
+    bool native_t3 = false;  // gemm_t3 is this level's own SIMD kernel, not the reference loop
 };
 
 // Declares every kernel of one ISA namespace (ref, avx2, neon, dotprod) with the signatures
@@ -202,7 +237,9 @@ struct KernelTable {
     void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* out);         \
     void softmax(float* x, int64_t n);                                                            \
     void to_f16(const float* x, uint16_t* out, int64_t n);                                        \
-    void from_f16(const uint16_t* x, float* out, int64_t n)
+    void from_f16(const uint16_t* x, float* out, int64_t n);                                      \
+    void gemm_t3(const T3Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,          \
+                 int32_t* out, int64_t out_stride)
 
 namespace ref {
 // Scalar reference kernels: the executable specification and the test oracle.
@@ -212,8 +249,13 @@ BITNET_DECLARE_KERNELS();
 // ---- dispatch (dispatch.cpp) ------------------------------------------------------------------
 
 // The kernel table for this process: the best ISA this CPU and OS support, lowered by the
-// environment variable BITNET_ISA=ref|avx2|neon|dotprod. Detected once, thread-safe.
+// environment variable BITNET_ISA (one of isa_names()). Detected once, thread-safe.
 const KernelTable& active_kernels();
+
+// The names of every level this build knows for its architecture, lowest first, whether this CPU
+// has them or not: ref, avx2, avx512, avx512vnni, avx512vbmi (x86-64) or ref, neon, dotprod, i8mm
+// (AArch64). Null-terminated.
+const char* const* isa_names();
 
 // The reference table (always available; tests compare every other table against it).
 const KernelTable& reference_kernels();
@@ -221,12 +263,14 @@ const KernelTable& reference_kernels();
 // The table of a named ISA, or nullptr when this build or CPU lacks it.
 const KernelTable* kernels_for(const char* isa);
 
-// Which matrix-product family to use for a ternary matrix.
-enum class TernaryKernel { kMad, kLut };
+// Which matrix-product family (and layout) to use for a ternary matrix: MAD on T2, LUT on L2,
+// or the 1.67-bit T3 layout.
+enum class TernaryKernel { kMad, kLut, kT3 };
 
 // The family for a matrix of n_rows x k on this table, for n_tokens tokens at a time with
-// n_threads threads: BITNET_KERNEL=mad|lut forces one, otherwise a heuristic measured with
-// bench/kernel_bench (docs/benchmarks.md) picks the faster.
+// n_threads threads: BITNET_KERNEL=mad|lut|t3 forces one (t3 only where the table has a native
+// T3 kernel), otherwise a heuristic measured with bench/kernel_bench (docs/benchmarks.md) picks the
+// faster.
 TernaryKernel choose_ternary_kernel(const KernelTable& kt, int64_t n_rows, int64_t k,
                                     int64_t n_tokens, int n_threads);
 
@@ -234,5 +278,14 @@ TernaryKernel choose_ternary_kernel(const KernelTable& kt, int64_t n_rows, int64
 
 // Repacks a T2 matrix into the L2 layout: dst holds ceil(n_rows/32) * 8 * k_pad bytes.
 void pack_l2_from_t2(const T2Matrix& src, uint8_t* dst);
+
+// Repacks a T2 matrix into the T3 layout: dst holds t3_bytes(n_rows, k) bytes.
+void pack_t3_from_t2(const T2Matrix& src, uint8_t* dst);
+
+// ---- scratch memory for kernels (dispatch.cpp, baseline code) ---------------------------------
+
+// A 64-byte aligned buffer of at least `bytes` bytes owned by the calling thread, for kernels that
+// rearrange their activations; valid until the same thread calls it again. Grows, never shrinks.
+uint8_t* kernel_scratch(int64_t bytes);
 
 }  // namespace bitnet::kernels

@@ -1,0 +1,375 @@
+// AVX-512 VNNI integer kernels: ternary MAD on T2, binary B1 and the Q8 output layer with
+// vpdpbusd (four u8 x s8 products added into each int32 lane), Cascade Lake / Ice Lake / Zen 4
+// class.
+//
+// Compiled with the avx512 flags plus -mavx512vnni; only reached through the KernelTable after
+// cpu_features() confirmed AVX512_VNNI on top of the avx512 level. Everything is in an anonymous
+// namespace or in bitnet::kernels::avx512vnni and no standard-library template is instantiated.
+// The table starts as the avx512 one (quantization, LUT and float kernels come from below).
+// Twins: the functions of the same names in ref/kernels_ref.cpp.
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wuninitialized once
+// inlined (GCC bug 105593, fixed in GCC 13): a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/isa_tables.h"
+#include "kernels/x86/avx512_common.h"
+
+namespace bitnet::kernels::avx512vnni {
+namespace {
+
+// Sixteen int32 vectors -> one vector of their lane sums, lane L holding the sum of v[order[L]]
+// with order = reduce_order() (avx512_common.h): the same shuffle tree one level deeper, 46 ops.
+inline __m512i hsum16(const __m512i* v) {
+    __m512i t[8];
+    for (int i = 0; i < 8; ++i) {
+        const __m512i a = v[2 * i], b = v[2 * i + 1];
+        t[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    __m512i u[4];
+    for (int i = 0; i < 4; ++i) {
+        const __m512i a = t[2 * i], b = t[2 * i + 1];
+        u[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    const __m512i w0 = _mm512_add_epi32(_mm512_unpacklo_epi64(u[0], u[1]), _mm512_unpackhi_epi64(u[0], u[1]));
+    const __m512i w1 = _mm512_add_epi32(_mm512_unpacklo_epi64(u[2], u[3]), _mm512_unpackhi_epi64(u[2], u[3]));
+    return add_adjacent_i32(w0, w1);
+}
+
+// Writes the lane sums of n <= 16 vectors v[i] (the rest must be zero vectors), minus sub[i], to
+// dst[i].
+inline void store_sums16(const __m512i* v, const int32_t* sub, int n, int32_t* dst) {
+    alignas(64) int32_t lanes[16];
+    alignas(64) int32_t order[16];
+    _mm512_store_si512(lanes, hsum16(v));
+    _mm512_store_si512(order, reduce_order());
+    for (int l = 0; l < 16; ++l) {
+        if (order[l] < n) dst[order[l]] = lanes[l] - sub[order[l]];
+    }
+}
+
+}  // namespace
+
+// ---- MAD: T2 x int8 ---------------------------------------------------------------------------
+//
+// Contract (twin: ref::gemm_t2): T2 rows as in kernels_avx512.cpp: a 64-byte load holds blocks
+// b, b+1 and the activations are rearranged per token (permute_t2_pairs) to meet its four code
+// planes; sum_j w_j x_j = sum_j c_j x_j - sum_j x_j with codes c = w + 1 in {0, 1, 2}.
+//
+// One token (GEMV): the planes are masked in place instead of shifted down,
+//     v & 0x03 = c0,  v & 0x0c = 4 c1,  v & 0x30 = 16 c2,  v & 0xc0 = 64 c3   (all <= 128: u8)
+// and vpdpbusd(a_s, v & mask_s, x_plane) accumulates each plane into its own scaled int32
+// accumulator; sum c x = a1 + a4 / 4 + a16 / 16 + a64 / 64, exact per lane (every lane holds a
+// multiple of its scale; arithmetic shifts). Bound: a lane of a64 gains four products of
+// |64 c3 * x| <= 128 * 128 per block pair, so |a64| <= 65536 * K_pad / 256 = 256 K_pad < 2^31 for
+// K_pad < 2^23. Per 256 weights and row: 1 load, 4 vpandd, 4 vpdpbusd.
+//
+// Several tokens (GEMM): codes unpacked with shifts (c in {0, 1, 2}), tiles of 4 rows x 4 tokens:
+// per pair and plane the 4 tokens' activation vectors are loaded once and each row's code plane
+// feeds 4 vpdpbusd (16 int32 accumulators, |lane| <= 2 * 128 * K_pad / 64). The 16 accumulators'
+// lane sums come out of one shuffle tree (hsum16).
+//
+// An odd last block runs on 256-bit vectors (EVEX vpdpbusd) against the natural activations.
+
+namespace {
+
+constexpr int kGemvRows = 4;   // rows sharing the activation loads in the GEMV
+constexpr int kTileRows = 4;   // GEMM tile: rows
+constexpr int kTileTokens = 4; // GEMM tile: tokens
+
+// One token, 4 rows: the per-row sums sum_j c_j x_j (before the x_sum correction) as vectors
+// whose lanes add up to them.
+inline void gemv_t2_rows4(const uint8_t* row0, int64_t row_bytes, int64_t n_blocks, const int8_t* xp,
+                          const int8_t* x, __m512i* sums) {
+    const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0c);
+    const __m512i m2 = _mm512_set1_epi8(0x30), m3 = _mm512_set1_epi8(static_cast<char>(0xc0));
+    __m512i a1[kGemvRows], a4[kGemvRows], a16[kGemvRows], a64[kGemvRows];
+    for (int r = 0; r < kGemvRows; ++r) {
+        a1[r] = a4[r] = a16[r] = a64[r] = _mm512_setzero_si512();
+    }
+    const int64_t n_pairs = n_blocks / 2;
+    // The hardware prefetchers follow four interleaved row streams poorly: fetch the next four
+    // rows (contiguous after these), one line per row and pair.
+    const char* next = reinterpret_cast<const char*>(row0 + kGemvRows * row_bytes);
+    for (int64_t p = 0; p < n_pairs; ++p) {
+        const __m512i x0 = _mm512_loadu_si512(xp + 256 * p);
+        const __m512i x1 = _mm512_loadu_si512(xp + 256 * p + 64);
+        const __m512i x2 = _mm512_loadu_si512(xp + 256 * p + 128);
+        const __m512i x3 = _mm512_loadu_si512(xp + 256 * p + 192);
+        for (int r = 0; r < kGemvRows; ++r) {
+            _mm_prefetch(next + r * row_bytes + 64 * p, _MM_HINT_T0);
+            const __m512i v = _mm512_loadu_si512(row0 + r * row_bytes + 64 * p);
+            a1[r] = _mm512_dpbusd_epi32(a1[r], _mm512_and_si512(v, m0), x0);
+            a4[r] = _mm512_dpbusd_epi32(a4[r], _mm512_and_si512(v, m1), x1);
+            a16[r] = _mm512_dpbusd_epi32(a16[r], _mm512_and_si512(v, m2), x2);
+            a64[r] = _mm512_dpbusd_epi32(a64[r], _mm512_and_si512(v, m3), x3);
+        }
+    }
+    for (int r = 0; r < kGemvRows; ++r) {
+        __m512i s = _mm512_add_epi32(a1[r], _mm512_srai_epi32(a4[r], 2));
+        s = _mm512_add_epi32(s, _mm512_srai_epi32(a16[r], 4));
+        s = _mm512_add_epi32(s, _mm512_srai_epi32(a64[r], 6));
+        if (n_blocks % 2) {
+            const __m256i y0 = _mm256_set1_epi8(0x03), y1 = _mm256_set1_epi8(0x0c);
+            const __m256i y2 = _mm256_set1_epi8(0x30), y3 = _mm256_set1_epi8(static_cast<char>(0xc0));
+            const int64_t b = n_blocks - 1;
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row0 + r * row_bytes + b * kT2BlockBytes));
+            const __m256i* xv = reinterpret_cast<const __m256i*>(x + b * kT2Block);
+            const __m256i z = _mm256_setzero_si256();
+            __m256i l = _mm256_dpbusd_epi32(z, _mm256_and_si256(v, y0), _mm256_loadu_si256(xv));
+            l = _mm256_add_epi32(l, _mm256_srai_epi32(_mm256_dpbusd_epi32(z, _mm256_and_si256(v, y1), _mm256_loadu_si256(xv + 1)), 2));
+            l = _mm256_add_epi32(l, _mm256_srai_epi32(_mm256_dpbusd_epi32(z, _mm256_and_si256(v, y2), _mm256_loadu_si256(xv + 2)), 4));
+            l = _mm256_add_epi32(l, _mm256_srai_epi32(_mm256_dpbusd_epi32(z, _mm256_and_si256(v, y3), _mm256_loadu_si256(xv + 3)), 6));
+            s = _mm512_add_epi32(s, _mm512_castsi256_si512(l));  // upper lanes of the cast: zero
+        }
+        sums[r] = s;
+    }
+}
+
+// R rows x NT tokens (R * NT <= 16): the lane-sum vectors of sum_j c_j x_j in sums[r * NT + t].
+template <int R, int NT>
+void gemm_t2_tile(const uint8_t* row0, int64_t row_bytes, int64_t n_blocks, const int8_t* xp,
+                  int64_t xp_stride, const int8_t* x, int64_t x_stride, __m512i* sums) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i acc[R][NT];
+    for (int r = 0; r < R; ++r) {
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_si512();
+    }
+    const int64_t n_pairs = n_blocks / 2;
+    for (int64_t p = 0; p < n_pairs; ++p) {
+        __m512i v[R];
+        for (int r = 0; r < R; ++r) v[r] = _mm512_loadu_si512(row0 + r * row_bytes + 64 * p);
+        for (int k = 0; k < 4; ++k) {
+            __m512i xv[NT];
+            for (int t = 0; t < NT; ++t) xv[t] = _mm512_loadu_si512(xp + t * xp_stride + 256 * p + 64 * k);
+            for (int r = 0; r < R; ++r) {
+                const __m512i c = k == 0 ? _mm512_and_si512(v[r], m3)
+                                         : _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * k), m3);
+                for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], c, xv[t]);
+            }
+        }
+    }
+    if (n_blocks % 2) {
+        const int64_t b = n_blocks - 1;
+        const __m256i y3 = _mm256_set1_epi8(3);
+        for (int r = 0; r < R; ++r) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row0 + r * row_bytes + b * kT2BlockBytes));
+            for (int t = 0; t < NT; ++t) {
+                const __m256i* xv = reinterpret_cast<const __m256i*>(x + t * x_stride + b * kT2Block);
+                __m256i l = _mm256_setzero_si256();
+                for (int k = 0; k < 4; ++k) {
+                    const __m256i c = _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), y3);
+                    l = _mm256_dpbusd_epi32(l, c, _mm256_loadu_si256(xv + k));
+                }
+                acc[r][t] = _mm512_add_epi32(acc[r][t], _mm512_castsi256_si512(l));
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int t = 0; t < NT; ++t) sums[r * NT + t] = acc[r][t];
+    }
+}
+
+// Rows [r_begin, r_end) x tokens [t0, t0 + NT) in tiles of kTileRows rows.
+template <int NT>
+void gemm_t2_tokens(const T2Matrix& w, const int8_t* xp, int64_t xp_stride, const ActsI8& x,
+                    int64_t t0, int64_t r_begin, int64_t r_end, int32_t* out, int64_t out_stride) {
+    const int64_t row_bytes = w.k_pad / 4;
+    const int64_t n_blocks = w.k_pad / kT2Block;
+    const int8_t* xn = x.q + t0 * x.stride;
+    for (int64_t r = r_begin; r < r_end; r += kTileRows) {
+        const int64_t nr = r_end - r < kTileRows ? r_end - r : kTileRows;
+        __m512i sums[16];
+        for (auto& s : sums) s = _mm512_setzero_si512();
+        const uint8_t* row0 = w.codes + r * row_bytes;
+        if (nr == 4) gemm_t2_tile<4, NT>(row0, row_bytes, n_blocks, xp, xp_stride, xn, x.stride, sums);
+        if (nr == 3) gemm_t2_tile<3, NT>(row0, row_bytes, n_blocks, xp, xp_stride, xn, x.stride, sums);
+        if (nr == 2) gemm_t2_tile<2, NT>(row0, row_bytes, n_blocks, xp, xp_stride, xn, x.stride, sums);
+        if (nr == 1) gemm_t2_tile<1, NT>(row0, row_bytes, n_blocks, xp, xp_stride, xn, x.stride, sums);
+        alignas(64) int32_t got[16];
+        int32_t zero[16] = {};
+        store_sums16(sums, zero, static_cast<int>(nr) * NT, got);
+        for (int64_t i = 0; i < nr; ++i) {
+            for (int t = 0; t < NT; ++t) {
+                out[(t0 + t) * out_stride + (r - r_begin) + i] = got[i * NT + t] - x.sum[t0 + t];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void gemm_t2(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end, int32_t* out,
+             int64_t out_stride) {
+    if (row_begin >= row_end) return;
+    const int64_t xp_stride = w.k_pad;
+    int8_t* xp = reinterpret_cast<int8_t*>(kernel_scratch(x.n_tokens * xp_stride));
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        permute_t2_pairs(x.q + t * x.stride, w.k_pad, xp + t * xp_stride);
+    }
+    const int64_t row_bytes = w.k_pad / 4;
+    const int64_t n_blocks = w.k_pad / kT2Block;
+    if (x.n_tokens == 1) {
+        // Groups of 16 rows: four 4-row GEMV tiles, then one shuffle tree for the 16 sums.
+        for (int64_t r = row_begin; r < row_end; r += 16) {
+            const int64_t nr = row_end - r < 16 ? row_end - r : 16;
+            __m512i sums[16];
+            int64_t i = 0;
+            for (; i + kGemvRows <= nr; i += kGemvRows) {
+                gemv_t2_rows4(w.codes + (r + i) * row_bytes, row_bytes, n_blocks, xp, x.q, sums + i);
+            }
+            for (; i < nr; ++i) {
+                gemm_t2_tile<1, 1>(w.codes + (r + i) * row_bytes, row_bytes, n_blocks, xp, xp_stride,
+                                   x.q, x.stride, sums + i);
+            }
+            for (; i < 16; ++i) sums[i] = _mm512_setzero_si512();
+            int32_t sub[16];
+            for (auto& s : sub) s = x.sum[0];
+            store_sums16(sums, sub, static_cast<int>(nr), out + (r - row_begin));
+        }
+        return;
+    }
+    // Tiles of 16 rows x all tokens in groups of 4 (the last group 1-3): a tile's codes stay in L1
+    // while every token group passes over them.
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += 16) {
+        const int64_t r1 = r0 + 16 < row_end ? r0 + 16 : row_end;
+        for (int64_t t = 0; t < x.n_tokens; t += kTileTokens) {
+            const int64_t nt = x.n_tokens - t < kTileTokens ? x.n_tokens - t : kTileTokens;
+            const int8_t* xt = xp + t * xp_stride;
+            int32_t* o = out + (r0 - row_begin);
+            if (nt == 4) gemm_t2_tokens<4>(w, xt, xp_stride, x, t, r0, r1, o - r0 + r0, out_stride);
+            if (nt == 3) gemm_t2_tokens<3>(w, xt, xp_stride, x, t, r0, r1, o, out_stride);
+            if (nt == 2) gemm_t2_tokens<2>(w, xt, xp_stride, x, t, r0, r1, o, out_stride);
+            if (nt == 1) gemm_t2_tokens<1>(w, xt, xp_stride, x, t, r0, r1, o, out_stride);
+        }
+    }
+}
+
+// ---- binary: B1 x int8 ------------------------------------------------------------------------
+//
+// Contract (twin: ref::gemm_b1): as in kernels_avx512.cpp, eight bytes of a B1 row are the opmask
+// of 64 activation bytes; vpdpbusd(acc, 1, x masked) adds the masked values four to a lane
+// (|lane| <= 128 * K_pad / 64). sum = 2 * sum_{bit set} x - sum x.
+
+void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end, int32_t* out,
+             int64_t out_stride) {
+    const int64_t row_bytes = w.k_pad / 8;
+    const __m512i ones8 = _mm512_set1_epi8(1);
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.stride;
+        for (int64_t r = row_begin; r < row_end; ++r) {
+            const uint8_t* row = w.bits + r * row_bytes;
+            __m512i acc = _mm512_setzero_si512();
+            for (int64_t j = 0; j < w.k_pad; j += 64) {
+                uint64_t bits;
+                std::memcpy(&bits, row + j / 8, 8);
+                const __m512i xv = _mm512_maskz_loadu_epi8(static_cast<__mmask64>(bits), xq + j);
+                acc = _mm512_dpbusd_epi32(acc, ones8, xv);
+            }
+            out[t * out_stride + (r - row_begin)] = 2 * _mm512_reduce_add_epi32(acc) - x.sum[t];
+        }
+    }
+}
+
+// ---- Q8 output layer --------------------------------------------------------------------------
+//
+// gemm_q8 (twin: ref::gemm_q8): w ^ 0x80 = w + 128 in [1, 255] as u8, so
+// vpdpbusd(w ^ 0x80, x) = sum w x + 128 sum x per lane (|lane| <= 4 * 255 * 127: exact); 16
+// blocks' lanes are reduced to their exact sums (reduce_blocks16) and 128 * sum x of each block
+// (computed once per token and call) is subtracted, giving each block's exact int32 dot. Each
+// block's term (d_w * d_x) * float(idot) is then the reference's bit for bit; only the sum over
+// blocks is reassociated. Up to four tokens share each row's loads. A row's result does not
+// depend on which other rows or tokens are in the call.
+
+namespace {
+
+constexpr int kQ8Tokens = 4;
+
+template <int NT>
+void gemm_q8_rows(const Q8Matrix& w, const ActsQ8& x, int64_t t0, const int32_t* corr,
+                  int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
+    const int64_t n_blocks = w.n_cols / kQ8Block;
+    const int64_t n_groups = (n_blocks + 15) / 16;
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int64_t r = row_begin; r < row_end; ++r) {
+        const int8_t* wq = w.q + r * w.n_cols;
+        const float* wd = w.d + r * n_blocks;
+        __m512 acc[NT];
+        for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+        for (int64_t g = 0; g < n_groups; ++g) {
+            const int64_t b0 = 16 * g;
+            const int64_t nb = n_blocks - b0 < 16 ? n_blocks - b0 : 16;
+            __m512i wv[8];
+            for (int64_t j = 0; j < 8; ++j) {
+                const int64_t b = b0 + 2 * j;
+                wv[j] = 2 * j < nb ? _mm512_xor_si512(load_q8_blocks(wq + b * kQ8Block, n_blocks - b), flip)
+                                   : _mm512_setzero_si512();
+            }
+            for (int t = 0; t < NT; ++t) {
+                const int8_t* xq = x.q + (t0 + t) * x.n_cols;
+                __m512i p[8];
+                for (int64_t j = 0; j < 8; ++j) {
+                    const int64_t b = b0 + 2 * j;
+                    p[j] = 2 * j < nb ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[j],
+                                                            load_q8_blocks(xq + b * kQ8Block, n_blocks - b))
+                                      : _mm512_setzero_si512();
+                }
+                const __m512i sums = _mm512_sub_epi32(
+                    reduce_blocks16(p), _mm512_load_si512(corr + (t * n_groups + g) * 16));
+                acc[t] = _mm512_add_ps(acc[t], scale_blocks16(sums, wd + b0, x.d + (t0 + t) * n_blocks + b0, nb));
+            }
+        }
+        for (int t = 0; t < NT; ++t) out[t * out_stride + (r - row_begin)] = _mm512_reduce_add_ps(acc[t]);
+    }
+}
+
+}  // namespace
+
+void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
+             int64_t out_stride) {
+    const int64_t n_blocks = w.n_cols / kQ8Block;
+    const int64_t n_groups = (n_blocks + 15) / 16;
+    // corr (n_tokens, n_groups, 16): 128 * sum of each block's activations, in reduce_order()
+    // within each group of 16 blocks (0 for blocks past the end).
+    int32_t* corr = reinterpret_cast<int32_t*>(kernel_scratch(x.n_tokens * n_groups * 16 * 4));
+    alignas(64) int32_t order[16];
+    _mm512_store_si512(order, reduce_order());
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.n_cols;
+        for (int64_t g = 0; g < n_groups; ++g) {
+            for (int l = 0; l < 16; ++l) {
+                const int64_t b = 16 * g + order[l];
+                int32_t s = 0;
+                if (b < n_blocks) {
+                    for (int64_t i = 0; i < kQ8Block; ++i) s += xq[b * kQ8Block + i];
+                }
+                corr[(t * n_groups + g) * 16 + l] = 128 * s;
+            }
+        }
+    }
+    for (int64_t t = 0; t < x.n_tokens; t += kQ8Tokens) {
+        const int64_t nt = x.n_tokens - t < kQ8Tokens ? x.n_tokens - t : kQ8Tokens;
+        float* o = out + t * out_stride;
+        const int32_t* c = corr + t * n_groups * 16;
+        if (nt == 4) gemm_q8_rows<4>(w, x, t, c, row_begin, row_end, o, out_stride);
+        if (nt == 3) gemm_q8_rows<3>(w, x, t, c, row_begin, row_end, o, out_stride);
+        if (nt == 2) gemm_q8_rows<2>(w, x, t, c, row_begin, row_end, o, out_stride);
+        if (nt == 1) gemm_q8_rows<1>(w, x, t, c, row_begin, row_end, o, out_stride);
+    }
+}
+
+void register_kernels(KernelTable& table) {
+    table.gemm_t2 = gemm_t2;
+    table.gemm_b1 = gemm_b1;
+    table.gemm_q8 = gemm_q8;
+}
+
+}  // namespace bitnet::kernels::avx512vnni
