@@ -1,7 +1,7 @@
 // Kernel benchmark: time, GOP/s and GB/s of every kernel family x ISA x real-model shape x
 // tokens x threads, and a memory read-bandwidth probe, measured in the same run.
 //
-//   kernel_bench [--isa ref,avx2] [--family mad,lut,b1,q8,quant] [--model 2b4t,large,3b]
+//   kernel_bench [--isa ref,avx2,...] [--family mad,lut,t3,b1,q8,quant] [--model 2b4t,large,3b]
 //                [--tokens 1,128] [--threads 1,2] [--reps 7] [--min-ms 20] [--cold-mb 256]
 //                [--membw-mb 512] [--no-membw] [--membw-only] [--json]
 //
@@ -42,7 +42,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Options {
     std::vector<std::string> isas;  // empty: all available
-    std::vector<std::string> families{"quant", "mad", "lut", "b1", "q8"};
+    std::vector<std::string> families{"quant", "mad", "lut", "t3", "b1", "q8"};
     std::vector<std::string> models{"2b4t", "large", "3b"};
     std::vector<int64_t> tokens{1, 128};
     std::vector<int> threads{1, 2};
@@ -355,6 +355,39 @@ void bench_ternary(const Options& o, const KernelTable& kt, const Shape& s, bool
     }
 }
 
+// T3: the 1.67-bit layout (tables with a native gemm_t3 only). GB/s counts T3 bytes.
+void bench_t3(const Options& o, const KernelTable& kt, const Shape& s, std::vector<Result>* all) {
+    if (s.output_layer || !kt.native_t3) return;
+    const int64_t k_pad = padded_k(s.k);
+    const int64_t t2_bytes = s.rows * k_pad / 4;
+    const int64_t bytes = t3_bytes(s.rows, s.k);
+    const int64_t copies = n_copies(o, bytes);
+    AlignedBuffer<uint8_t> t2(static_cast<size_t>(t2_bytes));
+    fill_t2(t2.data(), static_cast<size_t>(t2_bytes));
+    AlignedBuffer<uint8_t> w(static_cast<size_t>(bytes * copies), true);
+    pack_t3_from_t2(T2Matrix{t2.data(), s.rows, s.k, k_pad}, w.data());
+    for (int64_t c = 1; c < copies; ++c)
+        std::memcpy(w.data() + c * bytes, w.data(), static_cast<size_t>(bytes));
+    for (int64_t nt : o.tokens) {
+        Acts a(nt, s.k, k_pad);
+        std::vector<int32_t> out(static_cast<size_t>(nt * s.rows));
+        for (int th : o.threads) {
+            ThreadPool pool(th);
+            Result r{kt.isa, "t3", s.model, s.name, s.rows, s.k, nt, th};
+            r.ops = 2.0 * static_cast<double>(s.rows * s.k * nt);
+            r.bytes = static_cast<double>(bytes);
+            const ActsI8 x = a.view(0, nt);
+            time_calls(o, [&](int64_t call) {
+                const T3Matrix m{w.data() + (call % copies) * bytes, s.rows, s.k, padded_k3(s.k)};
+                parallel_rows(pool, s.rows, kT3TileRows, [&](int64_t b, int64_t e) {
+                    kt.gemm_t3(m, x, b, e, out.data() + b, s.rows);
+                });
+            }, &r);
+            report(o, r, all);
+        }
+    }
+}
+
 void bench_b1(const Options& o, const KernelTable& kt, const Shape& s, std::vector<Result>* all) {
     if (s.output_layer) return;
     const int64_t k_pad = padded_k(s.k);
@@ -471,7 +504,7 @@ void print_verdicts(const Options& o, const std::vector<Result>& all) {
 
 void usage() {
     std::fprintf(stderr,
-                 "usage: kernel_bench [--isa ref,avx2,neon,dotprod] [--family quant,mad,lut,b1,q8]\n"
+                 "usage: kernel_bench [--isa ref,avx2,avx512,...] [--family quant,mad,lut,t3,b1,q8]\n"
                  "                    [--model 2b4t,large,3b] [--tokens 1,128] [--threads 1,2]\n"
                  "                    [--reps N] [--min-ms MS] [--cold-mb MB] [--membw-mb MB]\n"
                  "                    [--no-membw] [--membw-only] [--json]\n");
@@ -525,7 +558,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::vector<const KernelTable*> tables;
-    for (const char* isa : {"ref", "avx2", "neon", "dotprod"}) {
+    for (const char* const* name = isa_names(); *name != nullptr; ++name) {
+        const char* isa = *name;
         if (!o.isas.empty() && !contains(o.isas, isa)) continue;
         if (const KernelTable* kt = kernels_for(isa)) tables.push_back(kt);
     }
@@ -567,6 +601,7 @@ int main(int argc, char** argv) {
                 if (contains(o.families, "quant")) bench_quant(o, *kt, s, &all);
                 if (contains(o.families, "mad")) bench_ternary(o, *kt, s, false, &all);
                 if (contains(o.families, "lut")) bench_ternary(o, *kt, s, true, &all);
+                if (contains(o.families, "t3")) bench_t3(o, *kt, s, &all);
                 if (contains(o.families, "b1")) bench_b1(o, *kt, s, &all);
                 if (contains(o.families, "q8")) bench_q8(o, *kt, s, &all);
             }

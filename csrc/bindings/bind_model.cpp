@@ -83,7 +83,9 @@ void init_model(py::module_& m) {
                     d["binary"] = w->binary;
                     d["source_type"] = type_name(w->source_type);
                     d["kernel"] = w->binary ? "binary"
-                                  : w->kernel == kernels::TernaryKernel::kLut ? "lut" : "mad";
+                                  : w->kernel == kernels::TernaryKernel::kLut ? "lut"
+                                  : w->kernel == kernels::TernaryKernel::kT3  ? "t3"
+                                                                              : "mad";
                     out.append(d);
                 }
             }

@@ -82,8 +82,12 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
                      "' are not available on this CPU (it has: ",
                      kernels::active_kernels().isa, " and below)");
     }
-    BITNET_CHECK(options.kernel.empty() || options.kernel == "mad" || options.kernel == "lut",
-                 ShapeError, "kernel must be 'mad' or 'lut', not '", options.kernel, "'");
+    BITNET_CHECK(options.kernel.empty() || options.kernel == "mad" || options.kernel == "lut" ||
+                     options.kernel == "t3",
+                 ShapeError, "kernel must be 'mad', 'lut' or 't3', not '", options.kernel, "'");
+    BITNET_CHECK(options.kernel != "t3" || m->kernels_->native_t3, UnsupportedError,
+                 "kernel 't3' (1.67 bits per weight) needs the avx512vbmi kernels; this process "
+                 "uses '", m->kernels_->isa, "'");
     const ModelConfig& c = m->config_;
     const int n_threads = resolve_threads(options.n_threads);
 
@@ -93,7 +97,9 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
             if (w->binary) continue;
             auto k = kernels::choose_ternary_kernel(*m->kernels_, w->n_out, w->n_in, 1, n_threads);
             if (!options.kernel.empty()) {
-                k = options.kernel == "lut" ? kernels::TernaryKernel::kLut : kernels::TernaryKernel::kMad;
+                k = options.kernel == "lut"  ? kernels::TernaryKernel::kLut
+                    : options.kernel == "t3" ? kernels::TernaryKernel::kT3
+                                             : kernels::TernaryKernel::kMad;
             }
             w->use_kernel(k);
             m->has_lut_ = m->has_lut_ || k == kernels::TernaryKernel::kLut;
@@ -213,7 +219,10 @@ void Session::decode(const int32_t* tokens, int64_t n, float* logits, bool all_l
 }
 
 int64_t Session::granule(const PackedLinear& w, int64_t multiple_of) const {
-    const int64_t base = w.kernel == kernels::TernaryKernel::kLut && !w.binary ? kernels::kL2TileRows : 8;
+    const int64_t base = w.binary                                   ? 8
+                         : w.kernel == kernels::TernaryKernel::kLut ? kernels::kL2TileRows
+                         : w.kernel == kernels::TernaryKernel::kT3  ? kernels::kT3TileRows
+                                                                    : 8;
     return std::lcm(base, std::max<int64_t>(multiple_of, 1));
 }
 
@@ -258,6 +267,8 @@ void Session::linear_rows(const PackedLinear& w, int64_t n_tokens, int64_t row_b
     } else if (w.kernel == kernels::TernaryKernel::kLut) {
         const kernels::LutTables tables{lut_.data(), n_tokens, kernels::lut_bytes(act_stride_)};
         kt.gemm_l2(w.l2(), tables, row_begin, row_end, acc + row_begin, w.n_out);
+    } else if (w.kernel == kernels::TernaryKernel::kT3) {
+        kt.gemm_t3(w.t3(), acts_, row_begin, row_end, acc + row_begin, w.n_out);
     } else {
         kt.gemm_t2(w.t2(), acts_, row_begin, row_end, acc + row_begin, w.n_out);
     }

@@ -46,31 +46,40 @@ constexpr int kMaxTokens = 8;  // tokens per pass over a tile (2 accumulators ea
 
 struct Tables {
     __m512i t0, t1, t2;
+    __m512i packed;  // c0 | c1 << 2 | c2 << 4 (the GEMV decode)
 };
 
 inline Tables decode_tables() {
-    alignas(64) uint8_t t[3][64];
+    alignas(64) uint8_t t[4][64];
     for (int i = 0; i < 64; ++i) {
         const int idx = i < 27 ? i : 13;  // 13 = (0, 0, 0): never produced by valid data
         t[0][i] = static_cast<uint8_t>(idx / 9);
         t[1][i] = static_cast<uint8_t>(idx / 3 % 3);
         t[2][i] = static_cast<uint8_t>(idx % 3);
+        t[3][i] = static_cast<uint8_t>(t[0][i] | t[1][i] << 2 | t[2][i] << 4);
     }
-    return {_mm512_load_si512(t[0]), _mm512_load_si512(t[1]), _mm512_load_si512(t[2])};
+    return {_mm512_load_si512(t[0]), _mm512_load_si512(t[1]), _mm512_load_si512(t[2]),
+            _mm512_load_si512(t[3])};
 }
 
-// The six code vectors of one step of one tile: c[0..2] rows 0-15, c[3..5] rows 16-31.
-inline void decode_step(const uint8_t* step, const Tables& tab, __m512i* c) {
+// The 5-bit indices of one step of one tile: lo (rows 0-15), hi (rows 16-31).
+inline void step_indices(const uint8_t* step, __m512i* lo, __m512i* hi) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i b4 = _mm512_set1_epi8(0x10);
     const __m512i v = _mm512_loadu_si512(step);
     uint64_t bl, bh;
     std::memcpy(&bl, step + 64, 8);
     std::memcpy(&bh, step + 72, 8);
-    __m512i lo = _mm512_and_si512(v, m4);
-    __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-    lo = _mm512_mask_add_epi8(lo, static_cast<__mmask64>(bl), lo, b4);
-    hi = _mm512_mask_add_epi8(hi, static_cast<__mmask64>(bh), hi, b4);
+    const __m512i l = _mm512_and_si512(v, m4);
+    const __m512i h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    *lo = _mm512_mask_add_epi8(l, static_cast<__mmask64>(bl), l, b4);
+    *hi = _mm512_mask_add_epi8(h, static_cast<__mmask64>(bh), h, b4);
+}
+
+// The six code vectors of one step of one tile: c[0..2] rows 0-15, c[3..5] rows 16-31.
+inline void decode_step(const uint8_t* step, const Tables& tab, __m512i* c) {
+    __m512i lo, hi;
+    step_indices(step, &lo, &hi);
     c[0] = _mm512_permutexvar_epi8(lo, tab.t0);
     c[1] = _mm512_permutexvar_epi8(lo, tab.t1);
     c[2] = _mm512_permutexvar_epi8(lo, tab.t2);
@@ -100,6 +109,41 @@ inline void permute_t3(const int8_t* x, int64_t k, int64_t k3, int8_t* xp) {
         const __m512i v = _mm512_maskz_loadu_epi8(in_mask, x + j);
         const int64_t n_out = k3 - j < 60 ? k3 - j : 60;
         _mm512_mask_storeu_epi8(xp + j, (1ull << n_out) - 1, _mm512_permutexvar_epi8(perm, v));
+    }
+}
+
+// One token, TT tiles, packed decode: one vpermb gives p = c0 | c1 << 2 | c2 << 4 per lane, and
+// p & 0x03 = c0, p & 0x0c = 4 c1, p & 0x30 = 16 c2 (all <= 32, valid u8) feed three scaled
+// accumulators: sum c x = a1 + a4 / 4 + a16 / 16, exact per lane (multiples of the scales;
+// |a16| <= 16 * 256 * K3 / 3 < 2^31). Two vpermb and six vpdpbusd per step and tile instead of
+// six and six: vpermb and vpdpbusd compete for the same execution ports on Zen 4.
+template <int TT>
+void gemv_tiles_t3(const uint8_t* tile0, int64_t tile_bytes, int64_t n_steps, const int8_t* xp,
+                   __m512i* acc) {
+    const Tables tab = decode_tables();
+    const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0c), m2 = _mm512_set1_epi8(0x30);
+    __m512i a1[2 * TT], a4[2 * TT], a16[2 * TT];
+    for (int i = 0; i < 2 * TT; ++i) a1[i] = a4[i] = a16[i] = _mm512_setzero_si512();
+    for (int64_t s = 0; s < n_steps; ++s) {
+        const int8_t* xs = xp + kT3StepCols * s;
+        const __m512i x0 = bcast(xs), x1 = bcast(xs + 4), x2 = bcast(xs + 8);
+        for (int tt = 0; tt < TT; ++tt) {
+            const uint8_t* step = tile0 + tt * tile_bytes + s * kT3StepBytes;
+            _mm_prefetch(reinterpret_cast<const char*>(step) + 1024, _MM_HINT_T0);
+            __m512i idx[2];
+            step_indices(step, &idx[0], &idx[1]);
+            for (int h = 0; h < 2; ++h) {
+                const __m512i p = _mm512_permutexvar_epi8(idx[h], tab.packed);
+                const int i = 2 * tt + h;
+                a1[i] = _mm512_dpbusd_epi32(a1[i], _mm512_and_si512(p, m0), x0);
+                a4[i] = _mm512_dpbusd_epi32(a4[i], _mm512_and_si512(p, m1), x1);
+                a16[i] = _mm512_dpbusd_epi32(a16[i], _mm512_and_si512(p, m2), x2);
+            }
+        }
+    }
+    for (int i = 0; i < 2 * TT; ++i) {
+        acc[i] = _mm512_add_epi32(_mm512_add_epi32(a1[i], _mm512_srai_epi32(a4[i], 2)),
+                                  _mm512_srai_epi32(a16[i], 4));
     }
 }
 
@@ -144,7 +188,12 @@ void run_tiles(const T3Matrix& w, const int8_t* xp, int64_t xp_stride, const int
     const int64_t n_steps = w.k3 / kT3StepCols;
     const int64_t tile_bytes = n_steps * kT3StepBytes;
     __m512i acc[NT][2 * TT];
-    tiles_t3<TT, NT>(w.data + (r / kT3TileRows) * tile_bytes, tile_bytes, n_steps, xp, xp_stride, acc);
+    const uint8_t* tile0 = w.data + (r / kT3TileRows) * tile_bytes;
+    if (NT == 1) {
+        gemv_tiles_t3<TT>(tile0, tile_bytes, n_steps, xp, acc[0]);
+    } else {
+        tiles_t3<TT, NT>(tile0, tile_bytes, n_steps, xp, xp_stride, acc);
+    }
     for (int t = 0; t < NT; ++t) {
         const __m512i sub = _mm512_set1_epi32(x_sum[t]);
         for (int i = 0; i < 2 * TT; ++i) {

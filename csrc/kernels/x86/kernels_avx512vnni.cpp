@@ -91,28 +91,44 @@ inline void gemv_t2_rows4(const uint8_t* row0, int64_t row_bytes, int64_t n_bloc
                           const int8_t* x, __m512i* sums) {
     const __m512i m0 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x0c);
     const __m512i m2 = _mm512_set1_epi8(0x30), m3 = _mm512_set1_epi8(static_cast<char>(0xc0));
-    __m512i a1[kGemvRows], a4[kGemvRows], a16[kGemvRows], a64[kGemvRows];
-    for (int r = 0; r < kGemvRows; ++r) {
-        a1[r] = a4[r] = a16[r] = a64[r] = _mm512_setzero_si512();
-    }
+    // Sixteen named accumulators (four scales x four rows): arrays indexed in a loop made GCC 12
+    // spill them to the stack.
+    __m512i a1_0 = _mm512_setzero_si512(), a4_0 = a1_0, a16_0 = a1_0, a64_0 = a1_0;
+    __m512i a1_1 = a1_0, a4_1 = a1_0, a16_1 = a1_0, a64_1 = a1_0;
+    __m512i a1_2 = a1_0, a4_2 = a1_0, a16_2 = a1_0, a64_2 = a1_0;
+    __m512i a1_3 = a1_0, a4_3 = a1_0, a16_3 = a1_0, a64_3 = a1_0;
+    const uint8_t* r1p = row0 + row_bytes;
+    const uint8_t* r2p = r1p + row_bytes;
+    const uint8_t* r3p = r2p + row_bytes;
     const int64_t n_pairs = n_blocks / 2;
     // The hardware prefetchers follow four interleaved row streams poorly: fetch the next four
-    // rows (contiguous after these), one line per row and pair.
+    // rows, which are one contiguous stream after these, four lines per pair (as much as the
+    // pair reads).
     const char* next = reinterpret_cast<const char*>(row0 + kGemvRows * row_bytes);
     for (int64_t p = 0; p < n_pairs; ++p) {
         const __m512i x0 = _mm512_loadu_si512(xp + 256 * p);
         const __m512i x1 = _mm512_loadu_si512(xp + 256 * p + 64);
         const __m512i x2 = _mm512_loadu_si512(xp + 256 * p + 128);
         const __m512i x3 = _mm512_loadu_si512(xp + 256 * p + 192);
-        for (int r = 0; r < kGemvRows; ++r) {
-            _mm_prefetch(next + r * row_bytes + 64 * p, _MM_HINT_T0);
-            const __m512i v = _mm512_loadu_si512(row0 + r * row_bytes + 64 * p);
-            a1[r] = _mm512_dpbusd_epi32(a1[r], _mm512_and_si512(v, m0), x0);
-            a4[r] = _mm512_dpbusd_epi32(a4[r], _mm512_and_si512(v, m1), x1);
-            a16[r] = _mm512_dpbusd_epi32(a16[r], _mm512_and_si512(v, m2), x2);
-            a64[r] = _mm512_dpbusd_epi32(a64[r], _mm512_and_si512(v, m3), x3);
-        }
+#define BITNET_VNNI_ROW(ptr, r)                                                          \
+    {                                                                                    \
+        _mm_prefetch(next + 256 * p + 64 * (r), _MM_HINT_T0);                            \
+        const __m512i v = _mm512_loadu_si512((ptr) + 64 * p);                            \
+        a1_##r = _mm512_dpbusd_epi32(a1_##r, _mm512_and_si512(v, m0), x0);               \
+        a4_##r = _mm512_dpbusd_epi32(a4_##r, _mm512_and_si512(v, m1), x1);               \
+        a16_##r = _mm512_dpbusd_epi32(a16_##r, _mm512_and_si512(v, m2), x2);             \
+        a64_##r = _mm512_dpbusd_epi32(a64_##r, _mm512_and_si512(v, m3), x3);             \
     }
+        BITNET_VNNI_ROW(row0, 0)
+        BITNET_VNNI_ROW(r1p, 1)
+        BITNET_VNNI_ROW(r2p, 2)
+        BITNET_VNNI_ROW(r3p, 3)
+#undef BITNET_VNNI_ROW
+    }
+    const __m512i a1[kGemvRows] = {a1_0, a1_1, a1_2, a1_3};
+    const __m512i a4[kGemvRows] = {a4_0, a4_1, a4_2, a4_3};
+    const __m512i a16[kGemvRows] = {a16_0, a16_1, a16_2, a16_3};
+    const __m512i a64[kGemvRows] = {a64_0, a64_1, a64_2, a64_3};
     for (int r = 0; r < kGemvRows; ++r) {
         __m512i s = _mm512_add_epi32(a1[r], _mm512_srai_epi32(a4[r], 2));
         s = _mm512_add_epi32(s, _mm512_srai_epi32(a16[r], 4));
