@@ -78,8 +78,14 @@ inline __m512i reduce_blocks16(const __m512i* p) {
 // The float terms (wd[b] * xd[b]) * float(sum_b) of nb <= 16 blocks whose exact sums are in
 // reduce_order() (blocks nb..15 must be 0): the same two roundings as the reference per block.
 inline __m512 scale_blocks16(__m512i sums, const float* wd, const float* xd, int64_t nb) {
-    const __mmask16 m = nb >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << nb) - 1);
-    const __m512 s = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, wd), _mm512_maskz_loadu_ps(m, xd));
+    // Plain loads for full groups: masked loads that miss the cache are slow on Zen 4.
+    __m512 s;
+    if (nb >= 16) {
+        s = _mm512_mul_ps(_mm512_loadu_ps(wd), _mm512_loadu_ps(xd));
+    } else {
+        const __mmask16 m = static_cast<__mmask16>((1u << nb) - 1);
+        s = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, wd), _mm512_maskz_loadu_ps(m, xd));
+    }
     return _mm512_mul_ps(_mm512_permutexvar_ps(reduce_order(), s), _mm512_cvtepi32_ps(sums));
 }
 

@@ -302,6 +302,8 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
                 __m512i p[8];
                 for (int64_t j = 0; j < 8; ++j) {
                     const int64_t b = b0 + 2 * j;
+                    // Rows are read one after the other: fetch the next row, a line per pair.
+                    _mm_prefetch(reinterpret_cast<const char*>(wq + w.n_cols + b * kQ8Block), _MM_HINT_T0);
                     p[j] = 2 * j < nb ? dot_q8_pair(wq + b * kQ8Block, xq + b * kQ8Block, n_blocks - b)
                                       : _mm512_setzero_si512();
                 }

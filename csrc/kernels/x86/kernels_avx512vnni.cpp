@@ -308,40 +308,58 @@ void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
 namespace {
 
 constexpr int kQ8Tokens = 4;
+constexpr int64_t kQ8PrefetchRows = 4;  // rows read one after the other: fetch this far ahead
+
+// One group of 16 blocks (nb of them real; FULL: nb == 16) of one row for NT tokens.
+template <int NT, bool FULL>
+inline void q8_group(const int8_t* wq, const float* wd, const ActsQ8& x, int64_t t0,
+                     const int32_t* corr, int64_t n_groups, int64_t g, int64_t nb,
+                     const int8_t* prefetch, __m512* acc) {
+    const int64_t n_blocks = x.n_cols / kQ8Block;
+    const int64_t b0 = 16 * g;
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    __m512i wv[8];
+    for (int j = 0; j < 8; ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(prefetch + (b0 + 2 * j) * kQ8Block), _MM_HINT_NTA);
+        if (FULL) {
+            wv[j] = _mm512_xor_si512(_mm512_loadu_si512(wq + (b0 + 2 * j) * kQ8Block), flip);
+        } else {
+            wv[j] = 2 * j < nb ? _mm512_xor_si512(load_q8_blocks(wq + (b0 + 2 * j) * kQ8Block, nb - 2 * j), flip)
+                               : _mm512_setzero_si512();
+        }
+    }
+    for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = x.q + (t0 + t) * x.n_cols + b0 * kQ8Block;
+        __m512i p[8];
+        for (int j = 0; j < 8; ++j) {
+            if (FULL) {
+                p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[j], _mm512_loadu_si512(xq + 64 * j));
+            } else {
+                p[j] = 2 * j < nb ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[j],
+                                                        load_q8_blocks(xq + 64 * j, nb - 2 * j))
+                                  : _mm512_setzero_si512();
+            }
+        }
+        const __m512i sums = _mm512_sub_epi32(reduce_blocks16(p), _mm512_load_si512(corr + (t * n_groups + g) * 16));
+        acc[t] = _mm512_add_ps(acc[t], scale_blocks16(sums, wd + b0, x.d + (t0 + t) * n_blocks + b0, nb));
+    }
+}
 
 template <int NT>
 void gemm_q8_rows(const Q8Matrix& w, const ActsQ8& x, int64_t t0, const int32_t* corr,
                   int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
     const int64_t n_blocks = w.n_cols / kQ8Block;
+    const int64_t n_full = n_blocks / 16;
     const int64_t n_groups = (n_blocks + 15) / 16;
-    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int64_t r = row_begin; r < row_end; ++r) {
         const int8_t* wq = w.q + r * w.n_cols;
         const float* wd = w.d + r * n_blocks;
+        const int8_t* ahead = wq + kQ8PrefetchRows * w.n_cols;
         __m512 acc[NT];
         for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-        for (int64_t g = 0; g < n_groups; ++g) {
-            const int64_t b0 = 16 * g;
-            const int64_t nb = n_blocks - b0 < 16 ? n_blocks - b0 : 16;
-            __m512i wv[8];
-            for (int64_t j = 0; j < 8; ++j) {
-                const int64_t b = b0 + 2 * j;
-                wv[j] = 2 * j < nb ? _mm512_xor_si512(load_q8_blocks(wq + b * kQ8Block, n_blocks - b), flip)
-                                   : _mm512_setzero_si512();
-            }
-            for (int t = 0; t < NT; ++t) {
-                const int8_t* xq = x.q + (t0 + t) * x.n_cols;
-                __m512i p[8];
-                for (int64_t j = 0; j < 8; ++j) {
-                    const int64_t b = b0 + 2 * j;
-                    p[j] = 2 * j < nb ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[j],
-                                                            load_q8_blocks(xq + b * kQ8Block, n_blocks - b))
-                                      : _mm512_setzero_si512();
-                }
-                const __m512i sums = _mm512_sub_epi32(
-                    reduce_blocks16(p), _mm512_load_si512(corr + (t * n_groups + g) * 16));
-                acc[t] = _mm512_add_ps(acc[t], scale_blocks16(sums, wd + b0, x.d + (t0 + t) * n_blocks + b0, nb));
-            }
+        for (int64_t g = 0; g < n_full; ++g) q8_group<NT, true>(wq, wd, x, t0, corr, n_groups, g, 16, ahead, acc);
+        if (n_full < n_groups) {
+            q8_group<NT, false>(wq, wd, x, t0, corr, n_groups, n_full, n_blocks - 16 * n_full, ahead, acc);
         }
         for (int t = 0; t < NT; ++t) out[t * out_stride + (r - row_begin)] = _mm512_reduce_add_ps(acc[t]);
     }
