@@ -154,17 +154,17 @@ class SessionPool:
         max_idle: int = 2,
         *,
         n_threads: int = 0,
-        kv_f16: bool = False,
+        kv_type: str = "f16",
     ) -> None:
         self._model = model
         self._n_batch = n_batch
         self._n_threads = n_threads
-        self._kv_f16 = kv_f16
+        self._kv_type = kv_type
         self._max_idle = max_idle
         self._lock = threading.Lock()
         self._closed = False
         # Validates n_ctx / n_batch / n_threads now.
-        first = _core.Session(model, n_ctx, n_batch, n_threads, kv_f16)
+        first = _core.Session(model, n_ctx, n_batch, n_threads, kv_type=kv_type)
         self.n_ctx = int(first.n_ctx)
         self.n_threads = int(first.n_threads)
         self._idle: list[Slot] = [Slot(first, [])]
@@ -183,7 +183,7 @@ class SessionPool:
             if best >= 0:
                 return self._idle.pop(best)
         session = _core.Session(
-            self._model, self.n_ctx, self._n_batch, self._n_threads, self._kv_f16
+            self._model, self.n_ctx, self._n_batch, self._n_threads, kv_type=self._kv_type
         )
         return Slot(session, [])
 

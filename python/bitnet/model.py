@@ -49,7 +49,7 @@ class Model:
         n_ctx: int = 0,
         n_batch: int = 256,
         n_threads: int | None = None,
-        kv_cache: str = "f32",
+        kv_cache: str = "f16",
         output_type: str = "auto",
         isa: str | None = None,
         kernel: str | None = None,
@@ -57,8 +57,8 @@ class Model:
         self.path = os.fspath(path)
         if n_threads is not None and not 1 <= n_threads <= 1024:
             raise ShapeError(f"n_threads must be between 1 and 1024, got {n_threads}")
-        if kv_cache not in ("f32", "f16"):
-            raise ShapeError(f"kv_cache must be 'f32' or 'f16', got {kv_cache!r}")
+        if kv_cache not in ("f32", "f16", "q8_0"):
+            raise ShapeError(f"kv_cache must be 'f32', 'f16' or 'q8_0', got {kv_cache!r}")
         p = Path(self.path)
         if p.is_dir():
             hint = " (a Hugging Face checkpoint: convert it with `bitnet convert`)"
@@ -70,7 +70,7 @@ class Model:
             raise FileNotFoundError(f"{self.path}: no such file")
         self._core = _core.Model(self.path, output_type, isa or "", kernel or "")
         self._pool: SessionPool | None = SessionPool(
-            self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_f16=kv_cache == "f16"
+            self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_type=kv_cache
         )
         self._n_ctx = self._pool.n_ctx
         self._tokenizer: Tokenizer | None = None
@@ -600,7 +600,7 @@ def load(
     n_ctx: int = 0,
     n_batch: int = 256,
     n_threads: int | None = None,
-    kv_cache: str = "f32",
+    kv_cache: str = "f16",
     output_type: str = "auto",
     isa: str | None = None,
     kernel: str | None = None,
@@ -617,7 +617,10 @@ def load(
         n_ctx: Context length to allocate (0: the model's training context).
         n_batch: Most tokens per forward pass when processing a prompt.
         n_threads: Threads of each forward pass (None: every hardware thread).
-        kv_cache: ``"f32"`` or ``"f16"`` (half the KV-cache memory; attention math stays float).
+        kv_cache: How the KV cache stores keys and values: ``"f16"`` (the default; half of
+            f32's memory), ``"q8_0"`` (int8 blocks of 32 with an fp16 scale, like llama.cpp's
+            ``--cache-type-k/v q8_0``: about a quarter) or ``"f32"`` (exact). Attention math is
+            float in every case.
         output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
             ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits
             within about 1% of exact) or ``"f32"`` (exact float products of the file's values).
