@@ -38,6 +38,7 @@ KernelTable make_reference() {
     t.attn_accum_q8 = ref::attn_accum_q8;
     // -- kernels round two (issue 14) --
     t.gemm_t3 = ref::gemm_t3;
+    t.gemm_q4h = ref::gemm_q4h;
     return t;
 }
 

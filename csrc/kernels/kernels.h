@@ -42,6 +42,11 @@
 //         bytes 64..71: bit 4i + m of the little-endian uint64 = idx(row i, group m) >> 4
 //         bytes 72..79: bit 4i + m = idx(row 16+i, group m) >> 4
 //     (rows relative to the tile, i = 0..15). 640 bits per 384 weights.
+//   Q4H (the 4-bit pre-pass of the exact-top-k output layer, model/output_topk.h): the high
+//     nibbles of a Q8 matrix, hi = (q + 128) >> 4 in 0..15, standing for q^ = 16 hi - 120 (the
+//     middle of the 16 values q can take). Per row, 16 bytes per block of 32 columns:
+//         byte j of block b = hi[32b + j] | hi[32b + 16 + j] << 4      (j = 0..15)
+//     and one fp16 scale per block (the block's Q8 scale rounded to fp16). 4.5 bits per weight.
 #pragma once
 
 #include <cstdint>
@@ -110,6 +115,14 @@ struct T3Matrix {
     int64_t k3 = 0;                 // padded_k3(k)
 };
 
+// The Q4H pre-pass matrix of an output layer.
+struct Q4HMatrix {
+    const uint8_t* hi = nullptr;   // (n_rows, n_cols / 2)
+    const uint16_t* d = nullptr;   // (n_rows, n_cols / 32) fp16 bits
+    int64_t n_rows = 0;
+    int64_t n_cols = 0;            // a multiple of 32
+};
+
 // Quantized BitLinear activations of n_tokens tokens.
 struct ActsI8 {
     const int8_t* q = nullptr;      // (n_tokens, stride), zero beyond k
@@ -174,6 +187,12 @@ using GemmQ8Fn = void (*)(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin,
 // Exact int32.
 using GemmT3Fn = void (*)(const T3Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,
                           int32_t* out, int64_t out_stride);
+
+// Q4H pre-pass: out[t * out_stride + (r - row_begin)] = sum over blocks b of
+// (fp16_to_float(w.d[r,b]) * x.d[t,b]) * I(b),  I(b) = sum_j (16 hi_j - 120) * x.q[t][j] exact int32;
+// blocks summed in order in float32 (SIMD twins reassociate the sum over blocks only).
+using GemmQ4HFn = void (*)(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,
+                           float* out, int64_t out_stride);
 
 // ---- float kernels (attention, norms) ---------------------------------------------------------
 
@@ -285,6 +304,7 @@ struct KernelTable {
     AttnAccumQ8Fn attn_accum_q8 = nullptr;
     // -- kernels round two (issue 14) --
     GemmT3Fn gemm_t3 = nullptr;
+    GemmQ4HFn gemm_q4h = nullptr;
     bool native_t3 = false;  // gemm_t3 is this level's own SIMD kernel, not the reference loop
 };
 
@@ -313,7 +333,9 @@ struct KernelTable {
     void to_f16(const float* x, uint16_t* out, int64_t n);                                        \
     void from_f16(const uint16_t* x, float* out, int64_t n);                                      \
     void gemm_t3(const T3Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,          \
-                 int32_t* out, int64_t out_stride)
+                 int32_t* out, int64_t out_stride);                                               \
+    void gemm_q4h(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,        \
+                  float* out, int64_t out_stride)
 
 namespace ref {
 // Scalar reference kernels: the executable specification and the test oracle.
@@ -356,6 +378,9 @@ void pack_l2_from_t2(const T2Matrix& src, uint8_t* dst);
 
 // Repacks a T2 matrix into the T3 layout: dst holds t3_bytes(n_rows, k) bytes.
 void pack_t3_from_t2(const T2Matrix& src, uint8_t* dst);
+
+// The Q4H high nibbles of rows [row_begin, row_end) of a Q8 matrix: hi (rows, n_cols / 2).
+void pack_q4h_from_q8(const Q8Matrix& src, int64_t row_begin, int64_t row_end, uint8_t* hi);
 
 // ---- scratch memory for kernels (dispatch.cpp, baseline code) ---------------------------------
 

@@ -71,4 +71,19 @@ void pack_t3_from_t2(const T2Matrix& src, uint8_t* dst) {
     }
 }
 
+void pack_q4h_from_q8(const Q8Matrix& src, int64_t row_begin, int64_t row_end, uint8_t* hi) {
+    const int64_t row_bytes = src.n_cols / 2;
+    for (int64_t r = row_begin; r < row_end; ++r) {
+        const int8_t* q = src.q + r * src.n_cols;
+        uint8_t* dst = hi + (r - row_begin) * row_bytes;
+        for (int64_t b = 0; b < src.n_cols / kQ8Block; ++b) {
+            for (int64_t j = 0; j < 16; ++j) {
+                const int lo = (q[32 * b + j] + 128) >> 4;
+                const int up = (q[32 * b + 16 + j] + 128) >> 4;
+                dst[16 * b + j] = static_cast<uint8_t>(lo | up << 4);
+            }
+        }
+    }
+}
+
 }  // namespace bitnet::kernels

@@ -33,6 +33,15 @@ void check(bool ok, const std::string& what) {
 
 std::mt19937 rng(1234);
 
+// The value of fp16 bits (normal, subnormal, zero; the test data has no inf/NaN scales).
+float fp16_value(uint16_t h) {
+    const int e = (h >> 10) & 31;
+    const int m = h & 1023;
+    const float v = e == 0 ? std::ldexp(static_cast<float>(m), -24)
+                           : std::ldexp(static_cast<float>(m + 1024), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
 enum class Fill { kRandom, kMinusOne, kZero, kPlusOne };
 enum class ActFill { kRandom, kMin, kMax, kAlternating };
 
@@ -348,6 +357,66 @@ void test_q8_gemm(const KernelTable& kt) {
     }
 }
 
+// The Q4H pre-pass (the exact-top-k output layer's 4-bit pass) against the reference, the
+// reference against the math, and row independence.
+void test_q4h(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t row_counts[] = {1, 2, 3, 33};
+    const int64_t cols[] = {32, 64, 96, 224, 544, 1056, 2560};
+    const int64_t token_counts[] = {1, 2, 3, 5};
+    for (int64_t rows : row_counts) {
+        for (int64_t n : cols) {
+            for (int64_t nt : token_counts) {
+                const auto wf = adversarial_floats(rows * n, rows % 2 ? 0 : 3);
+                const auto xf = adversarial_floats(nt * n, 0);
+                std::vector<int8_t> wq(wf.size()), xq(xf.size());
+                std::vector<float> wd(wf.size() / 32), xd(xf.size() / 32);
+                for (int64_t r = 0; r < rows; ++r) ref.quantize_q8(&wf[r * n], n, &wq[r * n], &wd[r * n / 32]);
+                for (int64_t t = 0; t < nt; ++t) ref.quantize_q8(&xf[t * n], n, &xq[t * n], &xd[t * n / 32]);
+                std::vector<uint8_t> hi(static_cast<size_t>(rows * n / 2));
+                std::vector<uint16_t> d16(wd.size());
+                pack_q4h_from_q8(Q8Matrix{wq.data(), wd.data(), rows, n}, 0, rows, hi.data());
+                ref.to_f16(wd.data(), d16.data(), static_cast<int64_t>(wd.size()));
+                const Q4HMatrix m{hi.data(), d16.data(), rows, n};
+                const ActsQ8 a{xq.data(), xd.data(), nt, n};
+                std::vector<float> want(static_cast<size_t>(nt * rows)), got(want.size());
+                ref.gemm_q4h(m, a, 0, rows, want.data(), rows);
+                bool math_ok = true;
+                for (int64_t t = 0; t < nt; ++t) {
+                    for (int64_t r = 0; r < rows; ++r) {
+                        double s = 0, mag = 0;
+                        for (int64_t j = 0; j < n; ++j) {
+                            const int h = (wq[r * n + j] + 128) >> 4;
+                            const double w = static_cast<double>(fp16_value(d16[(r * n + j) / 32])) * (16 * h - 120);
+                            const double x = static_cast<double>(xd[(t * n + j) / 32]) * xq[t * n + j];
+                            s += w * x;
+                            mag += std::fabs(w * x);
+                        }
+                        math_ok = math_ok && std::fabs(s - want[t * rows + r]) <= 1e-5 * mag + 1e-30;
+                    }
+                }
+                check(math_ok, shape_name("ref", "gemm_q4h vs math", rows, n, nt, 0, 0));
+                kt.gemm_q4h(m, a, 0, rows, got.data(), rows);
+                bool ok = true;
+                for (size_t i = 0; i < want.size(); ++i) {
+                    ok = ok && std::fabs(want[i] - got[i]) <= 1e-5f * static_cast<float>(n) + 1e-5f * std::fabs(want[i]);
+                }
+                check(ok, shape_name(kt.isa, "gemm_q4h", rows, n, nt, 0, 0));
+                bool same = true;
+                for (int64_t r = 0; r < rows; ++r) {
+                    for (int64_t t = 0; t < nt; ++t) {
+                        const ActsQ8 one{xq.data() + t * n, xd.data() + t * n / 32, 1, n};
+                        float v = 0.0f;
+                        kt.gemm_q4h(m, one, r, r + 1, &v, 1);
+                        same = same && std::memcmp(&v, &got[t * rows + r], 4) == 0;
+                    }
+                }
+                check(same, shape_name(kt.isa, "gemm_q4h row independence", rows, n, nt, 0, 0));
+            }
+        }
+    }
+}
+
 void test_float_ops(const KernelTable& kt) {
     const KernelTable& ref = reference_kernels();
     const int64_t ns[] = {1, 3, 8, 15, 16, 31, 64, 100, 128, 2560};
@@ -414,6 +483,7 @@ int main() {
         test_ternary(*kt);
         test_binary(*kt);
         test_q8_gemm(*kt);
+        test_q4h(*kt);
         test_float_ops(*kt);
     }
     const char* forced = std::getenv("BITNET_EXPECT_ISA");

@@ -182,6 +182,29 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
     }
 }
 
+void gemm_q4h(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
+              int64_t out_stride) {
+    const int64_t n_blocks = w.n_cols / kQ8Block;
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.n_cols;
+        const float* xd = x.d + t * n_blocks;
+        for (int64_t r = row_begin; r < row_end; ++r) {
+            const uint8_t* hi = w.hi + r * (w.n_cols / 2);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < n_blocks; ++b) {
+                int32_t idot = 0;
+                for (int64_t j = 0; j < kQ8Block; ++j) {
+                    const uint8_t byte = hi[16 * b + j % 16];
+                    const int h = j < 16 ? byte & 15 : byte >> 4;
+                    idot += (16 * h - 120) * xq[b * kQ8Block + j];
+                }
+                acc += (fp16_to_float(w.d[r * n_blocks + b]) * xd[b]) * static_cast<float>(idot);
+            }
+            out[t * out_stride + (r - row_begin)] = acc;
+        }
+    }
+}
+
 float dot_f32(const float* a, const float* b, int64_t n) {
     float acc = 0.0f;
     for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
