@@ -100,7 +100,12 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
         ThreadPool pool(n_threads);
         // Only the int8 copy is read from now on; embedding rows fault back in as looked up.
         m->weights_.output_q8 = make_q8_output(*m->file_, m->weights_.output, *m->kernels_, pool);
+        if (options.topk_prepass) {
+            m->output_topk_ = TopKOutput::build(m->weights_.output_q8, *m->kernels_, pool);
+        }
     }
+    BITNET_CHECK(!options.topk_prepass || out == OutputType::kQ8, UnsupportedError, path,
+                 ": the exact-top-k pre-pass needs the q8_0 output layer");
     return m;
 }
 

@@ -32,7 +32,12 @@ class GgufFile:
 
 class Model:
     def __init__(
-        self, path: str, output_type: str = "auto", isa: str = "", kernel: str = ""
+        self,
+        path: str,
+        output_type: str = "auto",
+        isa: str = "",
+        kernel: str = "",
+        topk_prepass: bool = False,
     ) -> None: ...
     @property
     def output_type(self) -> str: ...
@@ -142,3 +147,12 @@ def quantize_i8(
     x: npt.ArrayLike,
 ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 def absmean_ternarize(w: npt.ArrayLike) -> tuple[npt.NDArray[np.int8], float]: ...
+def output_logits(
+    model: Model,
+    x: npt.ArrayLike,
+    k: int = 0,
+    forced: npt.ArrayLike | None = None,
+    allowed: npt.ArrayLike | None = None,
+    n_threads: int = 0,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def output_topk_info(model: Model) -> dict[str, Any]: ...

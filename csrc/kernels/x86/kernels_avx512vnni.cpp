@@ -367,12 +367,13 @@ void gemm_q8_rows(const Q8Matrix& w, const ActsQ8& x, int64_t t0, const int32_t*
 
 }  // namespace
 
-void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
-             int64_t out_stride) {
-    const int64_t n_blocks = w.n_cols / kQ8Block;
+namespace {
+
+// corr (n_tokens, n_groups, 16): 128 * sum of each block's activations, in reduce_order() within
+// each group of 16 blocks (0 for blocks past the end), in kernel scratch.
+const int32_t* q8_corrections(const ActsQ8& x) {
+    const int64_t n_blocks = x.n_cols / kQ8Block;
     const int64_t n_groups = (n_blocks + 15) / 16;
-    // corr (n_tokens, n_groups, 16): 128 * sum of each block's activations, in reduce_order()
-    // within each group of 16 blocks (0 for blocks past the end).
     int32_t* corr = reinterpret_cast<int32_t*>(kernel_scratch(x.n_tokens * n_groups * 16 * 4));
     alignas(64) int32_t order[16];
     _mm512_store_si512(order, reduce_order());
@@ -389,6 +390,15 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
             }
         }
     }
+    return corr;
+}
+
+}  // namespace
+
+void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
+             int64_t out_stride) {
+    const int64_t n_groups = (w.n_cols / kQ8Block + 15) / 16;
+    const int32_t* corr = q8_corrections(x);
     for (int64_t t = 0; t < x.n_tokens; t += kQ8Tokens) {
         const int64_t nt = x.n_tokens - t < kQ8Tokens ? x.n_tokens - t : kQ8Tokens;
         float* o = out + t * out_stride;
@@ -398,6 +408,13 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
         if (nt == 2) gemm_q8_rows<2>(w, x, t, c, row_begin, row_end, o, out_stride);
         if (nt == 1) gemm_q8_rows<1>(w, x, t, c, row_begin, row_end, o, out_stride);
     }
+}
+
+// gemm_q8_gather (twin: gemm_q8 above, row by row): the corrections once, then each row through
+// the same gemm_q8_rows<1> code, so every value is gemm_q8's bit for bit.
+void gemm_q8_gather(const Q8Matrix& w, const ActsQ8& x, const int32_t* rows, int64_t n, float* out) {
+    const int32_t* corr = q8_corrections(x);
+    for (int64_t i = 0; i < n; ++i) gemm_q8_rows<1>(w, x, 0, corr, rows[i], rows[i] + 1, out + i, 1);
 }
 
 // ---- Q4H pre-pass of the exact-top-k output layer ---------------------------------------------
@@ -496,6 +513,7 @@ void gemm_q4h(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t ro
 
 void register_kernels(KernelTable& table) {
     table.gemm_q4h = gemm_q4h;
+    table.gemm_q8_gather = gemm_q8_gather;
     table.gemm_t2 = gemm_t2;
     table.gemm_b1 = gemm_b1;
     table.gemm_q8 = gemm_q8;
