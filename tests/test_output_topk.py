@@ -166,3 +166,48 @@ def test_prepass_reads_at_most_five_bits_per_weight() -> None:
     assert info["available"]
     assert info["pass_bytes"] * 8 <= 5 * n_weights
     assert info["pass_bytes"] < 0.55 * info["q8_bytes"]
+
+
+def _greedy(model: _core.Model, prompt: list[int], n_new: int, topk: int | None) -> list[int]:
+    cache = _core.KvCache(model, n_blocks=8, block_tokens=32)
+    dec = _core.BatchDecoder(model, cache, n_batch=64, n_threads=2)
+    table = np.arange(8, dtype=np.int32)
+    tokens = list(prompt)
+    seq: tuple = (table, 0, np.asarray(prompt, np.int32), 1)
+    for _ in range(n_new):
+        row = dec.step([seq if topk is None else (*seq, topk)])[0]
+        nxt = int(np.argmax(row))
+        seq = (table, len(tokens), np.asarray([nxt], np.int32), 1)
+        tokens.append(nxt)
+    return tokens
+
+
+def test_greedy_generation_is_identical_through_the_decoder() -> None:
+    path = default_model_path()
+    assert path is not None
+    model = _model(path)
+    ids = bitnet.load(path).tokenize("And God said, Let there be light")
+    want = _greedy(model, ids, 150, None)
+    assert _greedy(model, ids, 150, 1) == want
+    assert _greedy(model, ids, 150, (3, np.asarray(want[:5], np.int32), None)) == want
+
+
+def test_decoder_topk_rows_in_a_mixed_step() -> None:
+    # Two sequences in one step, one full and one top-k: each gets what it asked for, and the
+    # top-k row's finite values are the full row's bit for bit.
+    path = default_model_path()
+    assert path is not None
+    model = _model(path)
+    ids = np.asarray(bitnet.load(path).tokenize("In the beginning"), np.int32)
+    cache = _core.KvCache(model, n_blocks=4, block_tokens=32)
+    dec = _core.BatchDecoder(model, cache, n_batch=64, n_threads=3)
+    a, b = np.asarray([0, 1], np.int32), np.asarray([2, 3], np.int32)
+    rows = dec.step([(a, 0, ids, 1), (b, 0, ids, 1, 5)])
+    _check(rows[0], rows[1], 5)
+    assert np.isfinite(rows[0]).all() and np.isinf(rows[1]).sum() > 0
+    with pytest.raises(bitnet.ShapeError, match="topk"):
+        dec.step([(a, 0, ids, 1, -1)])
+    plain = _core.Model(str(path), "q8_0")
+    dec2 = _core.BatchDecoder(plain, _core.KvCache(plain, n_blocks=2, block_tokens=32), n_batch=64)
+    with pytest.raises(bitnet.UnsupportedError, match="topk_prepass"):
+        dec2.step([(np.asarray([0], np.int32), 0, ids, 1, 1)])

@@ -113,7 +113,17 @@ class BatchDecoder:
     @property
     def cache(self) -> KvCache: ...
     def step(
-        self, seqs: Sequence[tuple[npt.ArrayLike, int, npt.ArrayLike, int]]
+        self,
+        seqs: Sequence[
+            tuple[npt.ArrayLike, int, npt.ArrayLike, int]
+            | tuple[
+                npt.ArrayLike,
+                int,
+                npt.ArrayLike,
+                int,
+                int | tuple[int, npt.ArrayLike | None, npt.ArrayLike | None] | None,
+            ]
+        ],
     ) -> npt.NDArray[np.float32]: ...
 
 class Sampler:
