@@ -62,6 +62,7 @@ const Level kLevels[] = {
 const Level kLevels[] = {
     {"neon", [](const CpuFeatures&) { return true; }, neon::register_kernels},
     {"dotprod", [](const CpuFeatures& f) { return f.dotprod; }, dotprod::register_kernels},
+    {"i8mm", [](const CpuFeatures& f) { return f.dotprod && f.i8mm; }, i8mm::register_kernels},
 };
 #else
 const Level* const kLevels = nullptr;

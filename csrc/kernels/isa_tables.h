@@ -28,6 +28,9 @@ void register_kernels(KernelTable& table);  // arm/kernels_neon.cpp
 namespace dotprod {
 void register_kernels(KernelTable& table);  // arm/kernels_dotprod.cpp
 }
+namespace i8mm {
+void register_kernels(KernelTable& table);  // arm/kernels_i8mm.cpp
+}
 #endif
 
 }  // namespace bitnet::kernels
