@@ -95,11 +95,6 @@ struct Tables {
             table[i].isa = level.name;
             table[i].native_t3 = false;
             level.register_kernels(table[i]);
-            // A gather twin of gemm_q8 belongs to the gemm_q8 it was written with.
-            if (table[i].gemm_q8 != table[i - 1].gemm_q8 &&
-                table[i].gemm_q8_gather == table[i - 1].gemm_q8_gather) {
-                table[i].gemm_q8_gather = nullptr;
-            }
             has[i] = true;
             best = i;
         }

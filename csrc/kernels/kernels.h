@@ -194,13 +194,6 @@ using GemmT3Fn = void (*)(const T3Matrix& w, const ActsI8& x, int64_t row_begin,
 using GemmQ4HFn = void (*)(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,
                            float* out, int64_t out_stride);
 
-// Gather form of GemmQ8Fn for one token (x.n_tokens == 1): out[i] = the value gemm_q8 computes
-// for row rows[i], bit for bit, for i < n. Only levels whose gemm_q8 has a per-call setup worth
-// sharing implement it; elsewhere the entry is null and callers loop over gemm_q8 row by row
-// (dispatch clears an inherited entry when a level replaces gemm_q8 alone).
-using GemmQ8GatherFn = void (*)(const Q8Matrix& w, const ActsQ8& x, const int32_t* rows, int64_t n,
-                                float* out);
-
 // ---- float kernels (attention, norms) ---------------------------------------------------------
 
 // Sum of a[i] * b[i] for n floats; b given as fp16 bits for the *_f16 variant.
@@ -312,7 +305,6 @@ struct KernelTable {
     // -- kernels round two (issue 14) --
     GemmT3Fn gemm_t3 = nullptr;
     GemmQ4HFn gemm_q4h = nullptr;
-    GemmQ8GatherFn gemm_q8_gather = nullptr;  // null: loop over gemm_q8 (see GemmQ8GatherFn)
     bool native_t3 = false;  // gemm_t3 is this level's own SIMD kernel, not the reference loop
 };
 

@@ -150,11 +150,9 @@ void topk_logits(const Q8Output& q8, const TopKOutput& pre, const kernels::Kerne
             }
             std::vector<float> exact(rows.size());
             const kernels::ActsQ8 one{x.q + t * pre.n_cols, x.d + t * nb, 1, pre.n_cols};
-            if (kt.gemm_q8_gather != nullptr) {
-                kt.gemm_q8_gather(q8.view(), one, rows.data(), static_cast<int64_t>(rows.size()), exact.data());
-            } else {
-                for (size_t i = 0; i < rows.size(); ++i) kt.gemm_q8(q8.view(), one, rows[i], rows[i] + 1, &exact[i], 1);
-            }
+            // Row by row: gemm_q8's value of a row does not depend on the rows it is computed with
+            // (tests/cpp/test_kernels.cpp checks it for every table).
+            for (size_t i = 0; i < rows.size(); ++i) kt.gemm_q8(q8.view(), one, rows[i], rows[i] + 1, &exact[i], 1);
             for (int64_t r = b; r < e; ++r) row[r] = kNegInf;
             for (size_t i = 0; i < rows.size(); ++i) row[rows[i]] = exact[i];
             counts[static_cast<size_t>(ith)] = static_cast<int64_t>(rows.size());

@@ -352,21 +352,6 @@ void test_q8_gemm(const KernelTable& kt) {
                     }
                 }
                 check(same, shape_name(kt.isa, "gemm_q8 row independence", rows, n, nt, 0, 0));
-                if (kt.gemm_q8_gather != nullptr) {
-                    // Rows in a scrambled order, some twice.
-                    std::vector<int32_t> pick;
-                    for (int64_t i = 0; i < 2 * rows; ++i) pick.push_back(static_cast<int32_t>((i * 7 + 3) % rows));
-                    bool gather_ok = true;
-                    for (int64_t t = 0; t < nt; ++t) {
-                        const ActsQ8 one{xq.data() + t * n, xd.data() + t * n / 32, 1, n};
-                        std::vector<float> g(pick.size());
-                        kt.gemm_q8_gather(m, one, pick.data(), static_cast<int64_t>(pick.size()), g.data());
-                        for (size_t i = 0; i < pick.size(); ++i) {
-                            gather_ok = gather_ok && std::memcmp(&g[i], &got[t * rows + pick[i]], 4) == 0;
-                        }
-                    }
-                    check(gather_ok, shape_name(kt.isa, "gemm_q8_gather", rows, n, nt, 0, 0));
-                }
             }
         }
     }

@@ -39,13 +39,8 @@ inline void permute_t2_pairs(const int8_t* x, int64_t k_pad, int8_t* xp) {
     }
 }
 
-// Two Q8 blocks (64 bytes) from p, or one (the upper half zero) when only one is left.
-inline __m512i load_q8_blocks(const int8_t* p, int64_t n_left_blocks) {
-    return n_left_blocks >= 2 ? _mm512_loadu_si512(p)
-                              : _mm512_maskz_loadu_epi8(static_cast<__mmask64>(0xffffffffull), p);
-}
-
-// The order in which reduce_blocks16 leaves its 16 block sums: lane 4c + m holds block c + 4m.
+// The order in which a three-level add_adjacent_i32 tree over four vectors of 4 x 4 lanes (and
+// avx512vnni's hsum16) leaves 16 sums: lane 4c + m holds item c + 4m.
 inline __m512i reduce_order() {
     return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
 }
@@ -56,37 +51,6 @@ inline __m512i add_adjacent_i32(__m512i a, __m512i b) {
     const __m512i even = _mm512_castps_si512(_mm512_shuffle_ps(af, bf, _MM_SHUFFLE(2, 0, 2, 0)));
     const __m512i odd = _mm512_castps_si512(_mm512_shuffle_ps(af, bf, _MM_SHUFFLE(3, 1, 3, 1)));
     return _mm512_add_epi32(even, odd);
-}
-
-// p[j] holds int32 partial sums of Q8 blocks 2j (lanes 0-7) and 2j+1 (lanes 8-15); returns the
-// 16 exact block sums in reduce_order(). 22 shuffles and adds for 16 blocks:
-//   level 1: p[2i], p[2i+1] -> 4 blocks x 4 lanes (128-bit chunks: blocks 4i .. 4i+3)
-//   level 2: 2 lanes per block (chunk c of r0: blocks c, 4 + c; of r1: blocks 8 + c, 12 + c);
-//   level 3: 1 lane per block.
-inline __m512i reduce_blocks16(const __m512i* p) {
-    __m512i q[4];
-    for (int i = 0; i < 4; ++i) {
-        const __m512i a = p[2 * i], b = p[2 * i + 1];
-        q[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
-                                _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-    }
-    const __m512i r0 = _mm512_add_epi32(_mm512_unpacklo_epi64(q[0], q[1]), _mm512_unpackhi_epi64(q[0], q[1]));
-    const __m512i r1 = _mm512_add_epi32(_mm512_unpacklo_epi64(q[2], q[3]), _mm512_unpackhi_epi64(q[2], q[3]));
-    return add_adjacent_i32(r0, r1);
-}
-
-// The float terms (wd[b] * xd[b]) * float(sum_b) of nb <= 16 blocks whose exact sums are in
-// reduce_order() (blocks nb..15 must be 0): the same two roundings as the reference per block.
-inline __m512 scale_blocks16(__m512i sums, const float* wd, const float* xd, int64_t nb) {
-    // Plain loads for full groups: masked loads that miss the cache are slow on Zen 4.
-    __m512 s;
-    if (nb >= 16) {
-        s = _mm512_mul_ps(_mm512_loadu_ps(wd), _mm512_loadu_ps(xd));
-    } else {
-        const __mmask16 m = static_cast<__mmask16>((1u << nb) - 1);
-        s = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, wd), _mm512_maskz_loadu_ps(m, xd));
-    }
-    return _mm512_mul_ps(_mm512_permutexvar_ps(reduce_order(), s), _mm512_cvtepi32_ps(sums));
 }
 
 }  // namespace

@@ -1,12 +1,12 @@
-// AVX-512 (F, BW, VL, DQ, CD) integer kernels: activation quantization, ternary MAD on T2,
-// binary B1 and the Q8 output layer, on 512-bit vectors without VNNI (Skylake-SP class).
+// AVX-512 (F, BW, VL, DQ, CD) integer kernels: activation quantization, ternary MAD on T2 and
+// binary B1 on 512-bit vectors without VNNI (Skylake-SP class).
 //
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512cd (and the AVX2 flags); only
 // reached through the KernelTable after cpu_features() confirmed these and the OS's opmask/ZMM
 // state. Everything is in an anonymous namespace or in bitnet::kernels::avx512 and no
 // standard-library template is instantiated, so no function compiled with AVX-512 can be merged
 // by the linker into baseline code. The table starts as the avx2 one (the LUT and float kernels
-// stay AVX2). Twins: the functions of the same names in ref/kernels_ref.cpp.
+// stay AVX2, and so does the Q8 output layer). Twins: the functions of the same names in ref/kernels_ref.cpp.
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wuninitialized once
 // inlined (GCC bug 105593, fixed in GCC 13): a false positive.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -267,59 +267,14 @@ void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
     }
 }
 
-// ---- Q8 output layer --------------------------------------------------------------------------
-//
-// gemm_q8 (twin: ref::gemm_q8): per pair of blocks, vpmaddubsw(|w|, x negated where w < 0)
-// (int16 pairs, |.| <= 2 * 127 * 127 = 32258: exact, both sides in [-127, 127]) and vpmaddwd into
-// int32; 16 blocks' lanes are reduced to one vector of their exact dot products
-// (avx512_common.h, reduce_blocks16), so each block's term (d_w * d_x) * float(idot) is the
-// reference's bit for bit; only the sum over blocks is reassociated.
-
-namespace {
-
-// Exact int32 lane sums of blocks b, b+1 (or b alone when it is the last).
-inline __m512i dot_q8_pair(const int8_t* w, const int8_t* x, int64_t n_left_blocks) {
-    const __m512i wv = load_q8_blocks(w, n_left_blocks);
-    const __m512i xv = load_q8_blocks(x, n_left_blocks);
-    const __m512i xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), _mm512_setzero_si512(), xv);
-    return _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(wv), xs), _mm512_set1_epi16(1));
-}
-
-}  // namespace
-
-void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
-             int64_t out_stride) {
-    const int64_t n_blocks = w.n_cols / kQ8Block;
-    for (int64_t t = 0; t < x.n_tokens; ++t) {
-        const int8_t* xq = x.q + t * x.n_cols;
-        const float* xd = x.d + t * n_blocks;
-        for (int64_t r = row_begin; r < row_end; ++r) {
-            const int8_t* wq = w.q + r * w.n_cols;
-            const float* wd = w.d + r * n_blocks;
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t b0 = 0; b0 < n_blocks; b0 += 16) {
-                const int64_t nb = n_blocks - b0 < 16 ? n_blocks - b0 : 16;
-                __m512i p[8];
-                for (int64_t j = 0; j < 8; ++j) {
-                    const int64_t b = b0 + 2 * j;
-                    // Rows are read one after the other: fetch the next row, a line per pair.
-                    _mm_prefetch(reinterpret_cast<const char*>(wq + w.n_cols + b * kQ8Block), _MM_HINT_T0);
-                    p[j] = 2 * j < nb ? dot_q8_pair(wq + b * kQ8Block, xq + b * kQ8Block, n_blocks - b)
-                                      : _mm512_setzero_si512();
-                }
-                acc = _mm512_add_ps(acc, scale_blocks16(reduce_blocks16(p), wd + b0, xd + b0, nb));
-            }
-            out[t * out_stride + (r - row_begin)] = _mm512_reduce_add_ps(acc);
-        }
-    }
-}
+// The Q8 output layer stays on the avx2 kernel: a 512-bit version without VNNI measured no faster
+// from DRAM and slower from cache on Zen 4.
 
 void register_kernels(KernelTable& table) {
     table.quantize_i8 = quantize_i8;
     table.quantize_q8 = quantize_q8;
     table.gemm_t2 = gemm_t2;
     table.gemm_b1 = gemm_b1;
-    table.gemm_q8 = gemm_q8;
 }
 
 }  // namespace bitnet::kernels::avx512

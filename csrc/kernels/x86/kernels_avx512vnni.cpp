@@ -297,124 +297,71 @@ void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
 
 // ---- Q8 output layer --------------------------------------------------------------------------
 //
-// gemm_q8 (twin: ref::gemm_q8): w ^ 0x80 = w + 128 in [1, 255] as u8, so
-// vpdpbusd(w ^ 0x80, x) = sum w x + 128 sum x per lane (|lane| <= 4 * 255 * 127: exact); 16
-// blocks' lanes are reduced to their exact sums (reduce_blocks16) and 128 * sum x of each block
-// (computed once per token and call) is subtracted, giving each block's exact int32 dot. Each
-// block's term (d_w * d_x) * float(idot) is then the reference's bit for bit; only the sum over
-// blocks is reassociated. Up to four tokens share each row's loads. A row's result does not
-// depend on which other rows or tokens are in the call.
+// gemm_q8 (twin: ref::gemm_q8): per block of 32, w ^ 0x80 = w + 128 in [1, 255] as u8, so
+// vpdpbusd(w ^ 0x80, x) = sum w x + 128 sum x per int32 lane of four products (|lane| <= 4 * 255
+// * 127: exact), and vpdpbusd(1, x) << 7 is the lane's 128 sum x: their difference is the lane's
+// exact share of the block's dot product (|.| <= 4 * 127 * 127 < 2^24, exact in float). The lanes
+// are converted and accumulated with one FMA by the block's scale product d_w * d_x, as in the avx2
+// twin: the same terms, reassociated (float rounding only). Two rows share each activation block
+// and the next two rows are prefetched as one contiguous stream (one stream per row left DRAM
+// bandwidth 25% short on Zen 4). A row's value depends only on its own row and token.
 
 namespace {
 
-constexpr int kQ8Tokens = 4;
-constexpr int64_t kQ8PrefetchRows = 4;  // rows read one after the other: fetch this far ahead
-
-// One group of 16 blocks (nb of them real; FULL: nb == 16) of one row for NT tokens.
-template <int NT, bool FULL>
-inline void q8_group(const int8_t* wq, const float* wd, const ActsQ8& x, int64_t t0,
-                     const int32_t* corr, int64_t n_groups, int64_t g, int64_t nb,
-                     const int8_t* prefetch, __m512* acc) {
-    const int64_t n_blocks = x.n_cols / kQ8Block;
-    const int64_t b0 = 16 * g;
-    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-    __m512i wv[8];
-    for (int j = 0; j < 8; ++j) {
-        _mm_prefetch(reinterpret_cast<const char*>(prefetch + (b0 + 2 * j) * kQ8Block), _MM_HINT_NTA);
-        if (FULL) {
-            wv[j] = _mm512_xor_si512(_mm512_loadu_si512(wq + (b0 + 2 * j) * kQ8Block), flip);
-        } else {
-            wv[j] = 2 * j < nb ? _mm512_xor_si512(load_q8_blocks(wq + (b0 + 2 * j) * kQ8Block, nb - 2 * j), flip)
-                               : _mm512_setzero_si512();
-        }
-    }
-    for (int t = 0; t < NT; ++t) {
-        const int8_t* xq = x.q + (t0 + t) * x.n_cols + b0 * kQ8Block;
-        __m512i p[8];
-        for (int j = 0; j < 8; ++j) {
-            if (FULL) {
-                p[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[j], _mm512_loadu_si512(xq + 64 * j));
-            } else {
-                p[j] = 2 * j < nb ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[j],
-                                                        load_q8_blocks(xq + 64 * j, nb - 2 * j))
-                                  : _mm512_setzero_si512();
-            }
-        }
-        const __m512i sums = _mm512_sub_epi32(reduce_blocks16(p), _mm512_load_si512(corr + (t * n_groups + g) * 16));
-        acc[t] = _mm512_add_ps(acc[t], scale_blocks16(sums, wd + b0, x.d + (t0 + t) * n_blocks + b0, nb));
-    }
+inline __m256i q8_lanes(const int8_t* w, __m256i xv, __m256i corr) {
+    const __m256i a = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)),
+                                       _mm256_set1_epi8(static_cast<char>(0x80)));
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a, xv), corr);
 }
 
-template <int NT>
-void gemm_q8_rows(const Q8Matrix& w, const ActsQ8& x, int64_t t0, const int32_t* corr,
-                  int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
-    const int64_t n_blocks = w.n_cols / kQ8Block;
-    const int64_t n_full = n_blocks / 16;
-    const int64_t n_groups = (n_blocks + 15) / 16;
-    for (int64_t r = row_begin; r < row_end; ++r) {
-        const int8_t* wq = w.q + r * w.n_cols;
-        const float* wd = w.d + r * n_blocks;
-        const int8_t* ahead = wq + kQ8PrefetchRows * w.n_cols;
-        __m512 acc[NT];
-        for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-        for (int64_t g = 0; g < n_full; ++g) q8_group<NT, true>(wq, wd, x, t0, corr, n_groups, g, 16, ahead, acc);
-        if (n_full < n_groups) {
-            q8_group<NT, false>(wq, wd, x, t0, corr, n_groups, n_full, n_blocks - 16 * n_full, ahead, acc);
-        }
-        for (int t = 0; t < NT; ++t) out[t * out_stride + (r - row_begin)] = _mm512_reduce_add_ps(acc[t]);
-    }
-}
-
-}  // namespace
-
-namespace {
-
-// corr (n_tokens, n_groups, 16): 128 * sum of each block's activations, in reduce_order() within
-// each group of 16 blocks (0 for blocks past the end), in kernel scratch.
-const int32_t* q8_corrections(const ActsQ8& x) {
-    const int64_t n_blocks = x.n_cols / kQ8Block;
-    const int64_t n_groups = (n_blocks + 15) / 16;
-    int32_t* corr = reinterpret_cast<int32_t*>(kernel_scratch(x.n_tokens * n_groups * 16 * 4));
-    alignas(64) int32_t order[16];
-    _mm512_store_si512(order, reduce_order());
-    for (int64_t t = 0; t < x.n_tokens; ++t) {
-        const int8_t* xq = x.q + t * x.n_cols;
-        for (int64_t g = 0; g < n_groups; ++g) {
-            for (int l = 0; l < 16; ++l) {
-                const int64_t b = 16 * g + order[l];
-                int32_t s = 0;
-                if (b < n_blocks) {
-                    for (int64_t i = 0; i < kQ8Block; ++i) s += xq[b * kQ8Block + i];
-                }
-                corr[(t * n_groups + g) * 16 + l] = 128 * s;
-            }
-        }
-    }
-    return corr;
+inline float hsum_f32x8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 }
 
 }  // namespace
 
 void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
              int64_t out_stride) {
-    const int64_t n_groups = (w.n_cols / kQ8Block + 15) / 16;
-    const int32_t* corr = q8_corrections(x);
-    for (int64_t t = 0; t < x.n_tokens; t += kQ8Tokens) {
-        const int64_t nt = x.n_tokens - t < kQ8Tokens ? x.n_tokens - t : kQ8Tokens;
-        float* o = out + t * out_stride;
-        const int32_t* c = corr + t * n_groups * 16;
-        if (nt == 4) gemm_q8_rows<4>(w, x, t, c, row_begin, row_end, o, out_stride);
-        if (nt == 3) gemm_q8_rows<3>(w, x, t, c, row_begin, row_end, o, out_stride);
-        if (nt == 2) gemm_q8_rows<2>(w, x, t, c, row_begin, row_end, o, out_stride);
-        if (nt == 1) gemm_q8_rows<1>(w, x, t, c, row_begin, row_end, o, out_stride);
+    const int64_t n_blocks = w.n_cols / kQ8Block;
+    const __m256i ones = _mm256_set1_epi8(1);
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.n_cols;
+        const float* xd = x.d + t * n_blocks;
+        int64_t r = row_begin;
+        for (; r + 2 <= row_end; r += 2) {
+            const int8_t* w0 = w.q + r * w.n_cols;
+            const int8_t* w1 = w0 + w.n_cols;
+            const float* d0 = w.d + r * n_blocks;
+            const float* d1 = d0 + n_blocks;
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+            const char* next = reinterpret_cast<const char*>(w1 + w.n_cols);
+            for (int64_t b = 0; b < n_blocks; ++b) {
+                _mm_prefetch(next + b * 64, _MM_HINT_T0);
+                const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQ8Block));
+                const __m256i c = _mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, xv), 7);
+                const __m256i i0 = q8_lanes(w0 + b * kQ8Block, xv, c);
+                const __m256i i1 = q8_lanes(w1 + b * kQ8Block, xv, c);
+                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[b] * xd[b]), _mm256_cvtepi32_ps(i0), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1[b] * xd[b]), _mm256_cvtepi32_ps(i1), acc1);
+            }
+            out[t * out_stride + (r - row_begin)] = hsum_f32x8(acc0);
+            out[t * out_stride + (r + 1 - row_begin)] = hsum_f32x8(acc1);
+        }
+        for (; r < row_end; ++r) {
+            const int8_t* w0 = w.q + r * w.n_cols;
+            const float* d0 = w.d + r * n_blocks;
+            __m256 acc0 = _mm256_setzero_ps();
+            for (int64_t b = 0; b < n_blocks; ++b) {
+                const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQ8Block));
+                const __m256i c = _mm256_slli_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, xv), 7);
+                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0[b] * xd[b]), _mm256_cvtepi32_ps(q8_lanes(w0 + b * kQ8Block, xv, c)), acc0);
+            }
+            out[t * out_stride + (r - row_begin)] = hsum_f32x8(acc0);
+        }
     }
-}
-
-// gemm_q8_gather (twin: gemm_q8 above, row by row): the corrections once, then each row through
-// the same gemm_q8_rows<1> code, so every value is gemm_q8's bit for bit.
-void gemm_q8_gather(const Q8Matrix& w, const ActsQ8& x, const int32_t* rows, int64_t n, float* out) {
-    const int32_t* corr = q8_corrections(x);
-    for (int64_t i = 0; i < n; ++i) gemm_q8_rows<1>(w, x, 0, corr, rows[i], rows[i] + 1, out + i, 1);
 }
 
 // ---- Q4H pre-pass of the exact-top-k output layer ---------------------------------------------
@@ -513,7 +460,6 @@ void gemm_q4h(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t ro
 
 void register_kernels(KernelTable& table) {
     table.gemm_q4h = gemm_q4h;
-    table.gemm_q8_gather = gemm_q8_gather;
     table.gemm_t2 = gemm_t2;
     table.gemm_b1 = gemm_b1;
     table.gemm_q8 = gemm_q8;
