@@ -80,39 +80,57 @@ void gemm_q4h(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t ro
     }
     const int64_t row_bytes = w.n_cols / 2;
     const int64_t n_full = n_blocks / 8;
-    for (int64_t r = row_begin; r < row_end; ++r) {
-        const uint8_t* hi = w.hi + r * row_bytes;
-        const uint16_t* d16 = w.d + r * n_blocks;
-        // The row's tail (fewer than 8 blocks), zero-padded.
-        alignas(32) uint8_t tail_hi[128] = {};
-        alignas(32) uint16_t tail_d[8] = {};
+    // The terms of group g of one row: its tail (fewer than 8 blocks) from a zeroed copy.
+    auto group_term = [&](const uint8_t* hi, const uint16_t* d16, int64_t g, const uint8_t* tail_hi,
+                          const uint16_t* tail_d, const int8_t* xp, const int32_t* corr, const float* dx) {
+        const bool full = g < n_full;
+        const uint8_t* h = full ? hi + 128 * g : tail_hi;
+        const uint16_t* d = full ? d16 + 8 * g : tail_d;
+        const __m256i s = block_sums8(h, xp + 256 * g);
+        const __m256i ib = _mm256_sub_epi32(
+            _mm256_slli_epi32(s, 4), _mm256_load_si256(reinterpret_cast<const __m256i*>(corr + 8 * g)));
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+        const __m256 sc = _mm256_permutevar8x32_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(dx + 8 * g)), q4h_order());
+        return _mm256_mul_ps(sc, _mm256_cvtepi32_ps(ib));
+    };
+    auto hsum = [](__m256 acc) {
+        __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        v = _mm_add_ss(v, _mm_movehdup_ps(v));
+        return _mm_cvtss_f32(v);
+    };
+    // Two rows at a time and the next two rows prefetched as one contiguous stream.
+    for (int64_t r = row_begin; r < row_end; r += 2) {
+        const bool pair = r + 1 < row_end;
+        const uint8_t* h0 = w.hi + r * row_bytes;
+        const uint8_t* h1 = pair ? h0 + row_bytes : h0;
+        const uint16_t* d0 = w.d + r * n_blocks;
+        const uint16_t* d1 = pair ? d0 + n_blocks : d0;
+        alignas(32) uint8_t tail_hi[2][128] = {};
+        alignas(32) uint16_t tail_d[2][8] = {};
         if (n_full < n_oct) {
-            std::memcpy(tail_hi, hi + 128 * n_full, static_cast<size_t>(16 * (n_blocks - 8 * n_full)));
-            std::memcpy(tail_d, d16 + 8 * n_full, static_cast<size_t>(2 * (n_blocks - 8 * n_full)));
+            const auto nbt = static_cast<size_t>(n_blocks - 8 * n_full);
+            std::memcpy(tail_hi[0], h0 + 128 * n_full, 16 * nbt);
+            std::memcpy(tail_hi[1], h1 + 128 * n_full, 16 * nbt);
+            std::memcpy(tail_d[0], d0 + 8 * n_full, 2 * nbt);
+            std::memcpy(tail_d[1], d1 + 8 * n_full, 2 * nbt);
         }
-        _mm_prefetch(reinterpret_cast<const char*>(hi + 2 * row_bytes), _MM_HINT_T0);
+        const char* next = reinterpret_cast<const char*>(h0 + 6 * row_bytes);
         for (int64_t t = 0; t < x.n_tokens; ++t) {
             const uint8_t* base = scratch + t * per_token;
             const int8_t* xp = reinterpret_cast<const int8_t*>(base);
             const int32_t* corr = reinterpret_cast<const int32_t*>(base + n_oct * 256);
             const float* dx = reinterpret_cast<const float*>(base + n_oct * 288);
-            __m256 acc = _mm256_setzero_ps();
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
             for (int64_t g = 0; g < n_oct; ++g) {
-                const bool full = g < n_full;
-                const uint8_t* h = full ? hi + 128 * g : tail_hi;
-                const uint16_t* d = full ? d16 + 8 * g : tail_d;
-                if (full) _mm_prefetch(reinterpret_cast<const char*>(h + row_bytes), _MM_HINT_T0);
-                const __m256i s = block_sums8(h, xp + 256 * g);
-                const __m256i ib = _mm256_sub_epi32(
-                    _mm256_slli_epi32(s, 4), _mm256_load_si256(reinterpret_cast<const __m256i*>(corr + 8 * g)));
-                const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
-                const __m256 sc = _mm256_permutevar8x32_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(dx + 8 * g)), q4h_order());
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(sc, _mm256_cvtepi32_ps(ib)));
+                if (t == 0) {
+                    for (int64_t l = 0; l < 4; ++l) _mm_prefetch(next + 256 * g + 64 * l, _MM_HINT_T0);
+                }
+                acc0 = _mm256_add_ps(acc0, group_term(h0, d0, g, tail_hi[0], tail_d[0], xp, corr, dx));
+                acc1 = _mm256_add_ps(acc1, group_term(h1, d1, g, tail_hi[1], tail_d[1], xp, corr, dx));
             }
-            __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-            v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-            v = _mm_add_ss(v, _mm_movehdup_ps(v));
-            out[t * out_stride + (r - row_begin)] = _mm_cvtss_f32(v);
+            out[t * out_stride + (r - row_begin)] = hsum(acc0);
+            if (pair) out[t * out_stride + (r + 1 - row_begin)] = hsum(acc1);
         }
     }
 }
