@@ -110,6 +110,10 @@ void quantize_q8(const float* x, int64_t n, int8_t* q, float* d) {
 namespace {
 
 constexpr int64_t kPairGroup = 16;  // block pairs summed in int16 before widening (see above)
+// 2 .. kLowerBelow - 1 tokens go to the level below (avx2: its tiles measured faster there on
+// Zen 4, docs/benchmarks.md); its integer sums are the same, exactly.
+constexpr int64_t kLowerBelow = 8;
+GemmT2Fn g_lower = nullptr;  // the level below's gemm_t2 (set once by register_kernels)
 
 struct Planes {
     __m512i c0, c1, c2, c3;
@@ -158,7 +162,8 @@ void tile_t2(const uint8_t* row0, int64_t row_bytes, int64_t n_blocks, const int
         for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_si512();
     }
     const int64_t n_pairs = n_blocks / 2;
-    // Prefetch the next tile of rows (contiguous after this one), a line per 64 bytes.
+    // Prefetch the next R rows, one contiguous stream after these, as many lines per pair as the
+    // pair reads (separate per-row prefetch streams halved the DRAM bandwidth on Zen 4).
     const char* next = reinterpret_cast<const char*>(row0 + R * row_bytes);
     for (int64_t p0 = 0; p0 < n_pairs; p0 += kPairGroup) {
         const int64_t p_end = p0 + kPairGroup < n_pairs ? p0 + kPairGroup : n_pairs;
@@ -167,7 +172,7 @@ void tile_t2(const uint8_t* row0, int64_t row_bytes, int64_t n_blocks, const int
             for (int t = 0; t < NT; ++t) h[r][t] = _mm512_setzero_si512();
         }
         for (int64_t p = p0; p < p_end; ++p) {
-            for (int r = 0; r < R; ++r) _mm_prefetch(next + r * row_bytes + p * 64, _MM_HINT_T0);
+            for (int r = 0; r < R; ++r) _mm_prefetch(next + (R * p + r) * 64, _MM_HINT_T0);
             for (int r = 0; r < R; ++r) {
                 const Planes c = unpack(row0 + r * row_bytes + p * 64);
                 for (int t = 0; t < NT; ++t) {
@@ -213,6 +218,10 @@ void rows_t2(const T2Matrix& w, const int8_t* xp, int64_t xp_stride, const ActsI
 void gemm_t2(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end, int32_t* out,
              int64_t out_stride) {
     if (row_begin >= row_end) return;
+    if (x.n_tokens > 1 && x.n_tokens < kLowerBelow) {
+        g_lower(w, x, row_begin, row_end, out, out_stride);
+        return;
+    }
     const int64_t xp_stride = w.k_pad;
     int8_t* xp = reinterpret_cast<int8_t*>(kernel_scratch(x.n_tokens * xp_stride));
     for (int64_t t = 0; t < x.n_tokens; ++t) {
@@ -271,6 +280,7 @@ void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
 // from DRAM and slower from cache on Zen 4.
 
 void register_kernels(KernelTable& table) {
+    g_lower = table.gemm_t2;
     table.quantize_i8 = quantize_i8;
     table.quantize_q8 = quantize_q8;
     table.gemm_t2 = gemm_t2;

@@ -72,7 +72,7 @@ inline void store_sums16(const __m512i* v, const int32_t* sub, int n, int32_t* d
 // |64 c3 * x| <= 128 * 128 per block pair, so |a64| <= 65536 * K_pad / 256 = 256 K_pad < 2^31 for
 // K_pad < 2^23. Per 256 weights and row: 1 load, 4 vpandd, 4 vpdpbusd.
 //
-// Several tokens (GEMM): codes unpacked with shifts (c in {0, 1, 2}), tiles of 4 rows x 4 tokens:
+// 2 to 15 tokens go to the level below (kLowerBelow). 16 or more (GEMM): codes unpacked with shifts (c in {0, 1, 2}), tiles of 4 rows x 4 tokens:
 // per pair and plane the 4 tokens' activation vectors are loaded once and each row's code plane
 // feeds 4 vpdpbusd (16 int32 accumulators, |lane| <= 2 * 128 * K_pad / 64). The 16 accumulators'
 // lane sums come out of one shuffle tree (hsum16).
@@ -82,6 +82,10 @@ inline void store_sums16(const __m512i* v, const int32_t* sub, int n, int32_t* d
 namespace {
 
 constexpr int kGemvRows = 4;   // rows sharing the activation loads in the GEMV
+// 2 .. kLowerBelow - 1 tokens go to the level below (its tiles measured faster there on Zen 4:
+// kernel_bench --clock thread, docs/benchmarks.md); its integer sums are the same, exactly.
+constexpr int64_t kLowerBelow = 16;
+GemmT2Fn g_lower = nullptr;  // the level below's gemm_t2 (set once by register_kernels)
 constexpr int kTileRows = 4;   // GEMM tile: rows
 constexpr int kTileTokens = 4; // GEMM tile: tokens
 
@@ -226,6 +230,10 @@ void gemm_t2_tokens(const T2Matrix& w, const int8_t* xp, int64_t xp_stride, cons
 void gemm_t2(const T2Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end, int32_t* out,
              int64_t out_stride) {
     if (row_begin >= row_end) return;
+    if (x.n_tokens > 1 && x.n_tokens < kLowerBelow) {
+        g_lower(w, x, row_begin, row_end, out, out_stride);
+        return;
+    }
     const int64_t xp_stride = w.k_pad;
     int8_t* xp = reinterpret_cast<int8_t*>(kernel_scratch(x.n_tokens * xp_stride));
     for (int64_t t = 0; t < x.n_tokens; ++t) {
@@ -369,6 +377,7 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
 // (185 MB) always comes from.
 
 void register_kernels(KernelTable& table) {
+    g_lower = table.gemm_t2;
     table.gemm_t2 = gemm_t2;
     table.gemm_b1 = gemm_b1;
     table.gemm_q8 = gemm_q8;
