@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <utility>
+#include <vector>
 #include <numeric>
 
 #include "core/error.h"
@@ -73,7 +76,9 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
     const ModelConfig& c = m->config_;
     const int n_threads = resolve_threads(options.n_threads);
 
-    // Each ternary matrix moves into the layout of the kernel family chosen for its shape.
+    // Each ternary matrix moves into the layout of the kernel family chosen for its shape;
+    // matrices are repacked in parallel (one per thread at a time).
+    std::vector<std::pair<PackedLinear*, kernels::TernaryKernel>> moves;
     for (LayerWeights& l : m->weights_.layers) {
         for (PackedLinear* w : l.linears()) {
             if (w->binary) continue;
@@ -83,8 +88,26 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
                     : options.kernel == "t3" ? kernels::TernaryKernel::kT3
                                              : kernels::TernaryKernel::kMad;
             }
-            w->use_kernel(k);
+            moves.emplace_back(w, k);
             m->has_lut_ = m->has_lut_ || k == kernels::TernaryKernel::kLut;
+        }
+    }
+    {
+        // The pool does not carry exceptions (an allocation failure here): each thread keeps its
+        // own, rethrown on this thread.
+        ThreadPool pool(n_threads);
+        std::vector<std::exception_ptr> errors(static_cast<size_t>(pool.n_threads()));
+        pool.run([&](int ith, int nth) {
+            try {
+                for (size_t i = static_cast<size_t>(ith); i < moves.size(); i += static_cast<size_t>(nth)) {
+                    moves[i].first->use_kernel(moves[i].second);
+                }
+            } catch (...) {
+                errors[static_cast<size_t>(ith)] = std::current_exception();
+            }
+        });
+        for (const std::exception_ptr& e : errors) {
+            if (e) std::rethrow_exception(e);
         }
     }
 
