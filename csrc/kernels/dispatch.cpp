@@ -2,6 +2,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "kernels/cpu_features.h"
@@ -169,6 +170,7 @@ uint8_t* kernel_scratch(int64_t bytes) {
         const int64_t size = (bytes + 4095) / 4096 * 4096;
         scratch.data = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(size)));
         scratch.size = scratch.data != nullptr ? size : 0;
+        if (scratch.data == nullptr) throw std::bad_alloc();
     }
     return scratch.data;
 }

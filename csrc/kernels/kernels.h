@@ -386,6 +386,7 @@ void pack_q4h_from_q8(const Q8Matrix& src, int64_t row_begin, int64_t row_end, u
 
 // A 64-byte aligned buffer of at least `bytes` bytes owned by the calling thread, for kernels that
 // rearrange their activations; valid until the same thread calls it again. Grows, never shrinks.
+// Throws std::bad_alloc when memory runs out (the only exception a kernel can raise).
 uint8_t* kernel_scratch(int64_t bytes);
 
 }  // namespace bitnet::kernels

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <queue>
@@ -27,6 +28,23 @@ namespace {
 
 constexpr double kSlack = 1.0 + 1.0 / (1 << 20);
 constexpr int64_t kRowGranule = 64;
+
+// pool.run for bodies that may throw (allocations): the pool does not carry exceptions, so each
+// thread keeps its own and the first is rethrown on the calling thread.
+template <typename F>
+void run_catching(ThreadPool& pool, F&& body) {
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(pool.n_threads()));
+    pool.run([&](int ith, int nth) {
+        try {
+            body(ith, nth);
+        } catch (...) {
+            errors[static_cast<size_t>(ith)] = std::current_exception();
+        }
+    });
+    for (const std::exception_ptr& e : errors) {
+        if (e) std::rethrow_exception(e);
+    }
+}
 
 }  // namespace
 
@@ -43,7 +61,7 @@ TopKOutput TopKOutput::build(const Q8Output& q8, const kernels::KernelTable& kt,
     out.d = AlignedBuffer<uint16_t>(static_cast<size_t>(q8.n_rows * nb), true);
     out.bound.assign(static_cast<size_t>(q8.n_rows), 0.0f);
     const double gamma = static_cast<double>(nb + 4) * std::ldexp(1.0, -23);
-    pool.run([&](int ith, int nth) {
+    run_catching(pool, [&](int ith, int nth) {
         int64_t b = 0, e = 0;
         split_range(q8.n_rows, kRowGranule, ith, nth, &b, &e);
         if (b >= e) return;
@@ -78,7 +96,7 @@ void topk_logits(const Q8Output& q8, const TopKOutput& pre, const kernels::Kerne
     const int64_t nb = pre.n_cols / kernels::kQ8Block;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     // 1. The pre-pass logits of every token, written where the results go.
-    pool.run([&](int ith, int nth) {
+    run_catching(pool, [&](int ith, int nth) {
         int64_t b = 0, e = 0;
         split_range(n_vocab, kRowGranule, ith, nth, &b, &e);
         if (b < e) kt.gemm_q4h(pre.view(), x, b, e, logits + b, n_vocab);
@@ -104,7 +122,7 @@ void topk_logits(const Q8Output& q8, const TopKOutput& pre, const kernels::Kerne
             return !forced[static_cast<size_t>(r)] && (rq.allowed == nullptr || rq.allowed[r] != 0);
         };
         // 2. tau: the k-th largest lower bound over the eligible rows (per thread, then merged).
-        pool.run([&](int ith, int nth) {
+        run_catching(pool, [&](int ith, int nth) {
             int64_t b = 0, e = 0;
             split_range(n_vocab, kRowGranule, ith, nth, &b, &e);
             std::priority_queue<double, std::vector<double>, std::greater<double>> heap;
@@ -135,7 +153,7 @@ void topk_logits(const Q8Output& q8, const TopKOutput& pre, const kernels::Kerne
         }
         // 3. Candidates (upper bound >= tau, or NaN) and forced rows: exact; the rest: -inf.
         std::vector<int64_t> counts(static_cast<size_t>(n_threads), 0);
-        pool.run([&](int ith, int nth) {
+        run_catching(pool, [&](int ith, int nth) {
             int64_t b = 0, e = 0;
             split_range(n_vocab, kRowGranule, ith, nth, &b, &e);
             std::vector<int32_t> rows;
