@@ -51,9 +51,11 @@ def main() -> None:
     w = raw.view(np.float16).reshape(n_vocab, n_embd).astype(np.float32)
     row_bytes = info["q8_bytes"] / n_vocab
     rng = np.random.default_rng(0)
-    print(f"{args.model}: q8_0 layer {info['q8_bytes'] / 1e6:.1f} MB/token, pre-pass "
-          f"{info['pass_bytes'] / 1e6:.1f} MB/token ({8 * info['pass_bytes'] / (n_vocab * n_embd):.2f} "
-          f"bits/weight); {args.tokens} tokens one at a time, {args.threads} threads")
+    print(
+        f"{args.model}: q8_0 layer {info['q8_bytes'] / 1e6:.1f} MB/token, pre-pass "
+        f"{info['pass_bytes'] / 1e6:.1f} MB/token ({8 * info['pass_bytes'] / (n_vocab * n_embd):.2f} "
+        f"bits/weight); {args.tokens} tokens one at a time, {args.threads} threads"
+    )
     print("| margin (std) | k | exact rows (median) | MB/token | ms/token top-k | ms/token q8_0 |")
     print("|---|---|---|---|---|---|")
     for margin in (float(m) for m in args.margins.split(",")):
@@ -72,8 +74,10 @@ def main() -> None:
                     exact.append(int(n[0]))
             med = statistics.median(exact)
             mb = (info["pass_bytes"] + med * row_bytes) / 1e6
-            print(f"| {margin:g} | {k} | {med:.0f} ({100 * med / n_vocab:.2f}%) | {mb:.1f} | "
-                  f"{1e3 * statistics.median(t_top):.2f} | {1e3 * statistics.median(t_full):.2f} |")
+            print(
+                f"| {margin:g} | {k} | {med:.0f} ({100 * med / n_vocab:.2f}%) | {mb:.1f} | "
+                f"{1e3 * statistics.median(t_top):.2f} | {1e3 * statistics.median(t_full):.2f} |"
+            )
 
 
 if __name__ == "__main__":
