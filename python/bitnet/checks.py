@@ -60,7 +60,7 @@ KV_CACHE_TYPES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "f32": 4.0}
 MAX_N_PARALLEL = 4096
 MAX_QUEUE = 1 << 20
 OUTPUT_TYPES = ("auto", "q8_0", "f32")
-KERNELS = ("mad", "lut")
+KERNELS = ("mad", "lut", "t3")
 
 
 def max_threads() -> int:
