@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +188,33 @@ def test_ctrl_c_interrupts_logits_between_batches():
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert model.logits(ids[:4]).shape == (4, N_VOCAB)  # still usable
+
+
+def test_ctrl_c_cancels_a_long_prefill_on_the_engine():
+    """generate() waits interruptibly while the engine thread prefills in n_batch chunks: Ctrl-C
+    raises at once and cancels the request, so the rest of the prompt is never computed."""
+    model = bitnet.load(MODEL, n_ctx=4096, n_batch=32, n_parallel=1)
+    ids = [1 + i % 1000 for i in range(4000)]
+    engine = model.engine
+    main = threading.get_ident()
+
+    def interrupt_once_started() -> None:  # SIGINT as soon as the first chunk has run
+        while engine.stats().step_tokens_total == 0:
+            time.sleep(0.001)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_once_started)
+    watcher.start()  # it waits for the engine's first step, which generate() starts
+    with pytest.raises(KeyboardInterrupt):
+        model.generate(ids, max_tokens=1)
+    watcher.join()
+    deadline = time.monotonic() + 30
+    while engine.stats().running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = engine.stats()
+    assert stats.requests_finished["cancelled"] == 1 and stats.running == 0
+    assert stats.step_tokens_total < len(ids)  # the prefill stopped part way
+    assert model.generate(ids[:8], max_tokens=1, temperature=0)  # still usable
 
 
 @pytest.mark.parametrize("ids", [[1.5], [-1], [N_VOCAB], "abc", [None]], ids=repr)
