@@ -44,7 +44,7 @@ PagedAttention::PagedAttention(const ModelConfig& config, int n_threads)
     const auto per_thread = static_cast<size_t>(group_ * kAttnChunk);
     scores_ = AlignedBuffer<float>(per_thread * static_cast<size_t>(n_threads));
     stats_ = AlignedBuffer<float>(static_cast<size_t>(2 * group_ * n_threads));
-    pieces_.resize(static_cast<size_t>(2 * kAttnChunk * n_threads));
+    pieces_.resize(static_cast<size_t>((2 * kAttnChunk + 1) * n_threads));
 }
 
 void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
@@ -84,10 +84,21 @@ void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
     if (static_cast<int64_t>(partial_.size()) < largest) partial_.resize(static_cast<size_t>(largest));
 }
 
+PagedAttention::Piece PagedAttention::first_piece(const KvCache& cache, int64_t layer, const Item& item) const {
+    const AttnQuery& query = queries_[static_cast<size_t>(item.query)];
+    const int64_t bt = cache.block_tokens();
+    const int64_t pos = item.chunk * kAttnChunk;
+    const int64_t len = std::min({kPieceRows, bt - pos % bt, query.pos + 1 - pos});
+    const uint8_t* tile = cache.tile(query.block_table[pos / bt], layer, item.kv_head, false);
+    return {0, len, tile + pos % bt * cache.row_bytes(),
+            reinterpret_cast<const uint16_t*>(tile + cache.scales_offset()) + pos % bt * (head_dim_ / kernels::kQ8Block)};
+}
+
 void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache& cache,
-                                  int64_t layer, const Item& item, const float* q,
-                                  const int8_t* q8, const float* q8_d, float* scores,
-                                  float* stats, Piece* pieces, float* out) {
+                                  int64_t layer, const Item& item, const Item* next_item,
+                                  bool started, const float* q, const int8_t* q8,
+                                  const float* q8_d, float* scores, float* stats, Piece* pieces,
+                                  float* out) {
     const AttnQuery& query = queries_[static_cast<size_t>(item.query)];
     const int64_t hd = head_dim_;
     const int64_t nb = hd / kernels::kQ8Block;
@@ -114,14 +125,18 @@ void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache&
         }
     }
     const int64_t n_k = n_pieces / 2;  // K and V are cut the same way
-    for (int64_t i = 0; i < std::min(kAheadPieces, n_pieces); ++i) {
+    // The stream continues into the first piece of the thread's next item, so only a thread's
+    // first item starts with a burst of prefetches.
+    if (next_item != nullptr) pieces[n_pieces] = first_piece(cache, layer, *next_item);
+    const int64_t n_stream = n_pieces + (next_item != nullptr ? 1 : 0);
+    for (int64_t i = 0; i < std::min(kAheadPieces, n_pieces) && !started; ++i) {
         prefetch(pieces[i].quants, pieces[i].rows * row_bytes);
         if (type == KvType::kQ8_0) prefetch(reinterpret_cast<const uint8_t*>(pieces[i].scales), pieces[i].rows * nb * 2);
     }
     auto ahead = [&](int64_t i, const void** pf, int64_t* pf_bytes) {
         *pf = nullptr;
         *pf_bytes = 0;
-        if (i + kAheadPieces >= n_pieces) return;
+        if (i + kAheadPieces >= n_stream) return;
         const Piece& next = pieces[i + kAheadPieces];
         *pf = next.quants;
         *pf_bytes = next.rows * row_bytes;
@@ -214,11 +229,17 @@ void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const
         pool.run([&](int ith, int) {
             float* scores = scores_.data() + static_cast<int64_t>(ith) * group_ * kAttnChunk;
             float* stats = stats_.data() + static_cast<int64_t>(ith) * 2 * group_;
-            Piece* pieces = pieces_.data() + static_cast<int64_t>(ith) * 2 * kAttnChunk;
-            for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < pass.end_item;
-                 i = next.fetch_add(1, std::memory_order_relaxed)) {
-                compute_item(kt, cache, layer, items_[static_cast<size_t>(i)], q, q8, q8_d, scores, stats, pieces,
-                             out);
+            Piece* pieces = pieces_.data() + static_cast<int64_t>(ith) * (2 * kAttnChunk + 1);
+            // Each thread claims its next item before it computes the current one, so that the
+            // current one can prefetch the next one's first rows (which item a thread gets
+            // changes no result).
+            int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+            for (bool started = false; i < pass.end_item; started = true) {
+                const int64_t following = next.fetch_add(1, std::memory_order_relaxed);
+                const Item* next_item = following < pass.end_item ? &items_[static_cast<size_t>(following)] : nullptr;
+                compute_item(kt, cache, layer, items_[static_cast<size_t>(i)], next_item, started, q, q8, q8_d,
+                             scores, stats, pieces, out);
+                i = following;
             }
         });
         // Every query of the pass had one chunk (already written), or finish() merges them.

@@ -77,9 +77,15 @@ class PagedAttention {
                ((chunk_base_[static_cast<size_t>(query)] - slot_base_ + chunk) * n_heads_ + head) *
                    slot_floats_;
     }
+    // The item's partial results (or its output, when its query has one chunk). next_item: the
+    // item this thread computes next (null if none), whose first rows it prefetches; started:
+    // this thread's earlier item already prefetched this one's first rows.
     void compute_item(const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
-                      const Item& item, const float* q, const int8_t* q8, const float* q8_d,
-                      float* scores, float* stats, Piece* pieces, float* out);
+                      const Item& item, const Item* next_item, bool started, const float* q,
+                      const int8_t* q8, const float* q8_d, float* scores, float* stats,
+                      Piece* pieces, float* out);
+    // The first piece (K rows) of an item.
+    Piece first_piece(const KvCache& cache, int64_t layer, const Item& item) const;
     void merge(int64_t query, int64_t head, float* out);
     bool merge_deferred() const;
 
@@ -98,7 +104,8 @@ class PagedAttention {
     std::vector<float> partial_;                  // (chunks of a pass, n_heads, slot_floats_)
     AlignedBuffer<float> scores_;                 // (n_threads, group, kAttnChunk)
     AlignedBuffer<float> stats_;                  // (n_threads, 2 * group) m and l of one chunk
-    std::vector<Piece> pieces_;                   // (n_threads, 2 * kAttnChunk) pieces of one chunk
+    std::vector<Piece> pieces_;                   // (n_threads, 2 * kAttnChunk + 1) pieces of one chunk
+                                                  // and the next item's first
 };
 
 }  // namespace bitnet
