@@ -84,6 +84,17 @@ inline __m512 exp16(__m512 x) {
     return _mm512_mask_mov_ps(r, nan_mask, x);
 }
 
+// ---- softmax statistics ----------------------------------------------------------------------
+
+// The total of a's 8 lanes by attention_avx2.cpp's reduce8 tree:
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+inline float reduce8_first(__m256 a) {
+    const __m256 z = _mm256_setzero_ps();
+    const __m256 t0 = _mm256_hadd_ps(a, z);
+    const __m256 u0 = _mm256_hadd_ps(t0, z);
+    return _mm256_cvtss_f32(_mm256_add_ps(_mm256_permute2f128_ps(u0, u0, 0x20), _mm256_permute2f128_ps(u0, u0, 0x31)));
+}
+
 // ---- V accumulation ---------------------------------------------------------------------------
 
 // Rows in slices of kRowSlice, so that a slice of V stays in L1 while every column block of
@@ -150,28 +161,33 @@ void accum_q8_heads(const float* p, int64_t p_stride, int64_t hd, const int8_t* 
 
 }  // namespace
 
-// Per row: the max over 16-lane vectors (NaN skipped, as std::max in the reference), exp16 of
-// the differences, and their sum in 16 lanes reduced with one fixed tree.
+// The same numbers as the avx2 kernel, bit for bit (so that every x86 level decodes alike): the
+// max as there (8 lanes, then the lanes and the tail in order), exp16 with exp8's operations per
+// lane, and the sum of each 16 values added to avx2's 8-lane accumulator as its two halves in
+// order (padding lanes add exp(-inf) = +0, which changes no sum), reduced with reduce8's tree.
 void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, float* l) {
     const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
     for (int64_t h = 0; h < n_q; ++h) {
         float* row = s + h * s_stride;
-        __m512 vmax = neg_inf;
-        for (int64_t j = 0; j < n; j += 16) {
-            // max_ps returns its second operand when either is NaN: the running max.
-            vmax = _mm512_max_ps(_mm512_mask_loadu_ps(neg_inf, first_lanes(n - j), row + j), vmax);
-        }
-        const float max_v = _mm512_reduce_max_ps(vmax);
+        const int64_t n8 = n / 8 * 8;
+        __m256 vmax = _mm256_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < n8; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(row + j));
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, vmax);
+        float max_v = -INFINITY;
+        for (float v : lanes) max_v = v > max_v ? v : max_v;
+        for (int64_t j = n8; j < n; ++j) max_v = row[j] > max_v ? row[j] : max_v;
         const __m512 vm = _mm512_set1_ps(max_v);
-        __m512 sum = _mm512_setzero_ps();
+        __m256 sum = _mm256_setzero_ps();
         for (int64_t j = 0; j < n; j += 16) {
-            const __mmask16 lanes = first_lanes(n - j);
-            const __m512 e = exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, lanes, row + j), vm));
-            _mm512_mask_storeu_ps(row + j, lanes, e);
-            sum = _mm512_add_ps(sum, e);  // padding lanes add exp(-inf) = 0
+            const __mmask16 valid = first_lanes(n - j);
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, valid, row + j), vm));
+            _mm512_mask_storeu_ps(row + j, valid, e);
+            sum = _mm256_add_ps(sum, _mm512_castps512_ps256(e));
+            sum = _mm256_add_ps(sum, _mm512_extractf32x8_ps(e, 1));
         }
         m[h] = max_v;
-        l[h] = _mm512_reduce_add_ps(sum);
+        l[h] = reduce8_first(sum);
     }
 }
 
