@@ -1,23 +1,15 @@
 // AVX-512 (F, BW, VL, DQ) attention kernels over the KV cache (kernels.h, "attention over the KV
-// cache"): f32/f16 scores, the softmax statistics, and the V accumulation of every KV type. Twins:
-// ref::attn_* in ref/kernels_ref.cpp. The q8_0 scores are the avx512vnni level's
-// (attention_avx512vnni.cpp); without VNNI they stay on the avx2 kernel.
+// cache"): the softmax statistics and the q8_0 V accumulation. Twins: ref::attn_softmax and
+// ref::attn_accum_q8 in ref/kernels_ref.cpp. The q8_0 scores are the avx512vnni level's
+// (attention_avx512vnni.cpp); the f32/f16 scores and accumulation stay on the avx2 kernels
+// (16-lane versions measured no faster at depth on Zen 4: docs/kernels.md).
 //
 // Compiled with the avx512 flags of CMakeLists.txt; only reached through the KernelTable of the
 // avx512 levels. Everything is in an anonymous namespace or in bitnet::kernels::avx512 and no
 // standard-library template is instantiated, so nothing here can be merged into baseline code.
 //
-// Scores: a block of 16 (head, row) pairs — 4 heads x 4 rows, 2 x 8 or 1 x 16 — keeps 16 float
-// accumulators; each K vector is loaded (and converted from fp16) once per block and used by all
-// its heads. Lane l of an accumulator sums the products of columns i = l (mod 16) in ascending
-// order with fused multiply-adds (a last partial vector is masked: its missing lanes add 0);
-// one transposing reduction (reduce16) then gives the 16 totals with the same tree for every
-// pair: per 128-bit chunk c, (l0 + l2) + (l1 + l3); then (c0 + c1) + (c2 + c3). A score's bits
-// therefore depend only on its query head and row, never on the block it falls in (a tail of
-// rows repeats the last row; padded results are not stored).
-// Accumulation of V: each output element is a sequential chain of fused multiply-adds over the
-// rows in row order, whatever block of heads and columns computes it: the same numbers as the
-// avx2 kernels. q8_0 terms are p * (d * v), d * v exact in float (11 x 8 significant bits).
+// Both compute the avx2 kernels' numbers bit for bit, so every x86 level decodes alike: the same
+// operations per element, in the same order (see each function).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"  // GCC bug 105593, see kernels_avx512.cpp
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -52,11 +44,7 @@ inline __mmask16 first_lanes(int64_t n) {
     return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
 
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const uint16_t* p) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+// 16 fp16 values (the first lanes of m; the others 0) as floats.
 inline __m512 load16(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
 
 // exp(x) as attention_avx2.cpp's exp8 (Cephes' expf, about 2 ulp; below -87.3 it is 0, NaN

@@ -24,6 +24,7 @@
 // block (prepared once per call, per lane) then advances 16 (row, block) sums at once, for each
 // of the 4 heads of a group: no horizontal sums. The epilogue regroups the 4 heads' sums into
 // vectors of (head, row) lanes per block and runs the fused chain above on them.
+//
 // GCC 12's AVX-512 intrinsics trip -Wuninitialized once inlined (GCC bug 105593; see
 // kernels_avx512.cpp): a false positive.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -45,8 +46,8 @@ constexpr int64_t kNb = 4;      // Q8 blocks per row this kernel takes (head_dim
 constexpr int kRows = 4;        // rows per group: 16 blocks, one per lane
 constexpr int kHeads = 4;       // heads per pass
 
-// Lane p of the transposed vectors holds block L(p) of the group (block L = row L / 4, block
-// L mod 4 of that row); lane_of(L) inverts it.
+// Lane p of the transposed vectors holds block L(p) = 2 (p mod 8) + p / 8 of the group (block
+// L = row L / 4, block L mod 4 of that row); lane_of_block(L) is its inverse.
 constexpr int lane_of_block(int L) { return 8 * (L & 1) + (L >> 1); }
 
 // Round k of the transposition: swaps bit k of the register index with bit k of the lane
