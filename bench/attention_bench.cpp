@@ -264,7 +264,6 @@ int main(int argc, char** argv) {
                         const auto t0 = std::chrono::steady_clock::now();
                         for (int64_t l = 0; l < c.n_layers; ++l) {
                             attn.run(pool, *kt, cache, l, q.data(), q8.data(), q8_d.data(), out.data());
-                            attn.finish(0, out.data());  // the merge of the chunks
                         }
                         const auto t1 = std::chrono::steady_clock::now();
                         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);

@@ -61,13 +61,12 @@ void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
     const int64_t per_chunk = n_heads_ * slot_floats_;
     int64_t largest = 0;
     for (int64_t t = 0; t < n;) {
-        Pass pass{t, t, static_cast<int64_t>(items_.size()), 0, false};
+        Pass pass{t, t, static_cast<int64_t>(items_.size()), 0};
         int64_t floats = 0;
         while (t < n) {
             const int64_t chunks = n_chunks(queries_[static_cast<size_t>(t)].pos);
             if (t > pass.first_query && floats + chunks * per_chunk > kPassFloats) break;
             floats += chunks * per_chunk;
-            pass.merge = pass.merge || chunks > 1;
             for (int64_t g = 0; g < n_kv_heads_; ++g) {
                 for (int64_t c = 0; c < chunks; ++c) {
                     items_.push_back({static_cast<int32_t>(t), static_cast<int32_t>(g),
@@ -82,6 +81,11 @@ void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
         largest = std::max(largest, floats);
     }
     if (static_cast<int64_t>(partial_.size()) < largest) partial_.resize(static_cast<size_t>(largest));
+    const auto pairs = static_cast<size_t>(n * n_kv_heads_);
+    if (pending_size_ < pairs) {
+        pending_ = std::make_unique<std::atomic<int32_t>[]>(pairs);
+        pending_size_ = pairs;
+    }
 }
 
 PagedAttention::Piece PagedAttention::first_piece(const KvCache& cache, int64_t layer, const Item& item) const {
@@ -198,6 +202,11 @@ void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache&
         o[h * slot_floats_ + hd] = m[h];
         o[h * slot_floats_ + hd + 1] = l[h];
     }
+    // The last of the group's chunks to complete merges them (acq_rel: it sees every chunk's
+    // partial results, written before the other threads' decrements).
+    auto& pending = pending_[static_cast<size_t>(item.query * n_kv_heads_ + item.kv_head)];
+    if (pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    for (int64_t h = h0; h < h0 + group_; ++h) merge(item.query, h, out + (item.query * n_heads_ + h) * hd);
 }
 
 // out = (sum_c exp(m_c - M) * o_c) / (sum_c exp(m_c - M) * l_c), chunks in order. With one
@@ -222,9 +231,14 @@ void PagedAttention::merge(int64_t query, int64_t head, float* out) {
 void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const KvCache& cache,
                          int64_t layer, const float* q, const int8_t* q8, const float* q8_d,
                          float* out) {
-    const int64_t q_dim = n_heads_ * head_dim_;
     for (const Pass& pass : passes_) {
         slot_base_ = chunk_base_[static_cast<size_t>(pass.first_query)];
+        for (int64_t t = pass.first_query; t < pass.end_query; ++t) {
+            const auto chunks = static_cast<int32_t>(n_chunks(queries_[static_cast<size_t>(t)].pos));
+            for (int64_t g = 0; g < n_kv_heads_; ++g) {
+                pending_[static_cast<size_t>(t * n_kv_heads_ + g)].store(chunks, std::memory_order_relaxed);
+            }
+        }
         std::atomic<int64_t> next{pass.first_item};
         pool.run([&](int ith, int) {
             float* scores = scores_.data() + static_cast<int64_t>(ith) * group_ * kAttnChunk;
@@ -242,27 +256,7 @@ void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const
                 i = following;
             }
         });
-        // Every query of the pass had one chunk (already written), or finish() merges them.
-        if (!pass.merge || merge_deferred()) continue;
-        pool.run([&](int ith, int nth) {
-            const int64_t n_pairs = (pass.end_query - pass.first_query) * n_heads_;
-            int64_t b = 0, e = 0;
-            split_range(n_pairs, 1, ith, nth, &b, &e);
-            for (int64_t i = b; i < e; ++i) {
-                const int64_t t = pass.first_query + i / n_heads_;
-                const int64_t h = i % n_heads_;
-                if (n_chunks(queries_[static_cast<size_t>(t)].pos) == 1) continue;
-                merge(t, h, out + t * q_dim + h * head_dim_);
-            }
-        });
     }
-}
-
-bool PagedAttention::merge_deferred() const { return passes_.size() == 1 && passes_[0].merge; }
-
-void PagedAttention::finish(int64_t query, float* out) {
-    if (!merge_deferred() || n_chunks(queries_[static_cast<size_t>(query)].pos) == 1) return;
-    for (int64_t h = 0; h < n_heads_; ++h) merge(query, h, out + h * head_dim_);
 }
 
 }  // namespace bitnet
