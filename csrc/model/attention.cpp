@@ -44,7 +44,7 @@ PagedAttention::PagedAttention(const ModelConfig& config, int n_threads)
     const auto per_thread = static_cast<size_t>(group_ * kAttnChunk);
     scores_ = AlignedBuffer<float>(per_thread * static_cast<size_t>(n_threads));
     stats_ = AlignedBuffer<float>(static_cast<size_t>(2 * group_ * n_threads));
-    pieces_.resize(static_cast<size_t>(2 * kAttnChunk * n_threads));
+    pieces_.resize(static_cast<size_t>((2 * kAttnChunk + 1) * n_threads));
 }
 
 void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
@@ -61,13 +61,12 @@ void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
     const int64_t per_chunk = n_heads_ * slot_floats_;
     int64_t largest = 0;
     for (int64_t t = 0; t < n;) {
-        Pass pass{t, t, static_cast<int64_t>(items_.size()), 0, false};
+        Pass pass{t, t, static_cast<int64_t>(items_.size()), 0};
         int64_t floats = 0;
         while (t < n) {
             const int64_t chunks = n_chunks(queries_[static_cast<size_t>(t)].pos);
             if (t > pass.first_query && floats + chunks * per_chunk > kPassFloats) break;
             floats += chunks * per_chunk;
-            pass.merge = pass.merge || chunks > 1;
             for (int64_t g = 0; g < n_kv_heads_; ++g) {
                 for (int64_t c = 0; c < chunks; ++c) {
                     items_.push_back({static_cast<int32_t>(t), static_cast<int32_t>(g),
@@ -82,12 +81,28 @@ void PagedAttention::plan(const std::vector<AttnQuery>& queries) {
         largest = std::max(largest, floats);
     }
     if (static_cast<int64_t>(partial_.size()) < largest) partial_.resize(static_cast<size_t>(largest));
+    const auto pairs = static_cast<size_t>(n * n_kv_heads_);
+    if (pending_size_ < pairs) {
+        pending_ = std::make_unique<std::atomic<int32_t>[]>(pairs);
+        pending_size_ = pairs;
+    }
+}
+
+PagedAttention::Piece PagedAttention::first_piece(const KvCache& cache, int64_t layer, const Item& item) const {
+    const AttnQuery& query = queries_[static_cast<size_t>(item.query)];
+    const int64_t bt = cache.block_tokens();
+    const int64_t pos = item.chunk * kAttnChunk;
+    const int64_t len = std::min({kPieceRows, bt - pos % bt, query.pos + 1 - pos});
+    const uint8_t* tile = cache.tile(query.block_table[pos / bt], layer, item.kv_head, false);
+    return {0, len, tile + pos % bt * cache.row_bytes(),
+            reinterpret_cast<const uint16_t*>(tile + cache.scales_offset()) + pos % bt * (head_dim_ / kernels::kQ8Block)};
 }
 
 void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache& cache,
-                                  int64_t layer, const Item& item, const float* q,
-                                  const int8_t* q8, const float* q8_d, float* scores,
-                                  float* stats, Piece* pieces, float* out) {
+                                  int64_t layer, const Item& item, const Item* next_item,
+                                  bool started, const float* q, const int8_t* q8,
+                                  const float* q8_d, float* scores, float* stats, Piece* pieces,
+                                  float* out) {
     const AttnQuery& query = queries_[static_cast<size_t>(item.query)];
     const int64_t hd = head_dim_;
     const int64_t nb = hd / kernels::kQ8Block;
@@ -114,14 +129,18 @@ void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache&
         }
     }
     const int64_t n_k = n_pieces / 2;  // K and V are cut the same way
-    for (int64_t i = 0; i < std::min(kAheadPieces, n_pieces); ++i) {
+    // The stream continues into the first piece of the thread's next item, so only a thread's
+    // first item starts with a burst of prefetches.
+    if (next_item != nullptr) pieces[n_pieces] = first_piece(cache, layer, *next_item);
+    const int64_t n_stream = n_pieces + (next_item != nullptr ? 1 : 0);
+    for (int64_t i = 0; i < std::min(kAheadPieces, n_pieces) && !started; ++i) {
         prefetch(pieces[i].quants, pieces[i].rows * row_bytes);
         if (type == KvType::kQ8_0) prefetch(reinterpret_cast<const uint8_t*>(pieces[i].scales), pieces[i].rows * nb * 2);
     }
     auto ahead = [&](int64_t i, const void** pf, int64_t* pf_bytes) {
         *pf = nullptr;
         *pf_bytes = 0;
-        if (i + kAheadPieces >= n_pieces) return;
+        if (i + kAheadPieces >= n_stream) return;
         const Piece& next = pieces[i + kAheadPieces];
         *pf = next.quants;
         *pf_bytes = next.rows * row_bytes;
@@ -183,6 +202,11 @@ void PagedAttention::compute_item(const kernels::KernelTable& kt, const KvCache&
         o[h * slot_floats_ + hd] = m[h];
         o[h * slot_floats_ + hd + 1] = l[h];
     }
+    // The last of the group's chunks to complete merges them (acq_rel: it sees every chunk's
+    // partial results, written before the other threads' decrements).
+    auto& pending = pending_[static_cast<size_t>(item.query * n_kv_heads_ + item.kv_head)];
+    if (pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    for (int64_t h = h0; h < h0 + group_; ++h) merge(item.query, h, out + (item.query * n_heads_ + h) * hd);
 }
 
 // out = (sum_c exp(m_c - M) * o_c) / (sum_c exp(m_c - M) * l_c), chunks in order. With one
@@ -207,41 +231,32 @@ void PagedAttention::merge(int64_t query, int64_t head, float* out) {
 void PagedAttention::run(ThreadPool& pool, const kernels::KernelTable& kt, const KvCache& cache,
                          int64_t layer, const float* q, const int8_t* q8, const float* q8_d,
                          float* out) {
-    const int64_t q_dim = n_heads_ * head_dim_;
     for (const Pass& pass : passes_) {
         slot_base_ = chunk_base_[static_cast<size_t>(pass.first_query)];
+        for (int64_t t = pass.first_query; t < pass.end_query; ++t) {
+            const auto chunks = static_cast<int32_t>(n_chunks(queries_[static_cast<size_t>(t)].pos));
+            for (int64_t g = 0; g < n_kv_heads_; ++g) {
+                pending_[static_cast<size_t>(t * n_kv_heads_ + g)].store(chunks, std::memory_order_relaxed);
+            }
+        }
         std::atomic<int64_t> next{pass.first_item};
         pool.run([&](int ith, int) {
             float* scores = scores_.data() + static_cast<int64_t>(ith) * group_ * kAttnChunk;
             float* stats = stats_.data() + static_cast<int64_t>(ith) * 2 * group_;
-            Piece* pieces = pieces_.data() + static_cast<int64_t>(ith) * 2 * kAttnChunk;
-            for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < pass.end_item;
-                 i = next.fetch_add(1, std::memory_order_relaxed)) {
-                compute_item(kt, cache, layer, items_[static_cast<size_t>(i)], q, q8, q8_d, scores, stats, pieces,
-                             out);
-            }
-        });
-        // Every query of the pass had one chunk (already written), or finish() merges them.
-        if (!pass.merge || merge_deferred()) continue;
-        pool.run([&](int ith, int nth) {
-            const int64_t n_pairs = (pass.end_query - pass.first_query) * n_heads_;
-            int64_t b = 0, e = 0;
-            split_range(n_pairs, 1, ith, nth, &b, &e);
-            for (int64_t i = b; i < e; ++i) {
-                const int64_t t = pass.first_query + i / n_heads_;
-                const int64_t h = i % n_heads_;
-                if (n_chunks(queries_[static_cast<size_t>(t)].pos) == 1) continue;
-                merge(t, h, out + t * q_dim + h * head_dim_);
+            Piece* pieces = pieces_.data() + static_cast<int64_t>(ith) * (2 * kAttnChunk + 1);
+            // Each thread claims its next item before it computes the current one, so that the
+            // current one can prefetch the next one's first rows (which item a thread gets
+            // changes no result).
+            int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+            for (bool started = false; i < pass.end_item; started = true) {
+                const int64_t following = next.fetch_add(1, std::memory_order_relaxed);
+                const Item* next_item = following < pass.end_item ? &items_[static_cast<size_t>(following)] : nullptr;
+                compute_item(kt, cache, layer, items_[static_cast<size_t>(i)], next_item, started, q, q8, q8_d,
+                             scores, stats, pieces, out);
+                i = following;
             }
         });
     }
-}
-
-bool PagedAttention::merge_deferred() const { return passes_.size() == 1 && passes_[0].merge; }
-
-void PagedAttention::finish(int64_t query, float* out) {
-    if (!merge_deferred() || n_chunks(queries_[static_cast<size_t>(query)].pos) == 1) return;
-    for (int64_t h = 0; h < n_heads_; ++h) merge(query, h, out + h * head_dim_);
 }
 
 }  // namespace bitnet

@@ -15,7 +15,9 @@
 // Not thread-safe; owned by a BatchDecoder, which calls plan() once per step and run() per layer.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/aligned_buffer.h"
@@ -43,15 +45,11 @@ class PagedAttention {
 
     // out (n_queries, n_heads * head_dim) = attention of layer `layer`, from the queries' heads
     // q (n_queries, n_heads * head_dim), already multiplied by 1/sqrt(head_dim); against a q8_0
-    // cache also their Q8 blocks q8 (n_queries, n_heads * head_dim) and q8_d (.., / 32).
+    // cache also their Q8 blocks q8 (n_queries, n_heads * head_dim) and q8_d (.., / 32). One
+    // parallel region per pass: the thread that completes the last chunk of a (query, kv head)
+    // merges its chunks (in chunk order, so which thread does it changes no bit).
     void run(ThreadPool& pool, const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
              const float* q, const int8_t* q8, const float* q8_d, float* out);
-
-    // Completes row `query` of run()'s out (n_heads * head_dim floats at out). When the step's
-    // partial results fit one pass, run() leaves the merge of queries with several chunks to
-    // this call, so that the caller can do it in its next parallel region (one barrier less per
-    // layer); otherwise, and for one-chunk queries, it does nothing. Thread-safe across queries.
-    void finish(int64_t query, float* out);
 
  private:
     struct Item {
@@ -69,7 +67,6 @@ class PagedAttention {
     struct Pass {
         int64_t first_query, end_query;  // queries [first, end)
         int64_t first_item, end_item;    // items of these queries
-        bool merge;                      // some query has several chunks to merge
     };
     // Partial results of one (query, head, chunk): o (head_dim), then m, l; slot_floats_ apart.
     float* slot(int64_t query, int64_t head, int64_t chunk) {
@@ -77,11 +74,16 @@ class PagedAttention {
                ((chunk_base_[static_cast<size_t>(query)] - slot_base_ + chunk) * n_heads_ + head) *
                    slot_floats_;
     }
+    // The item's partial results (or its output, when its query has one chunk). next_item: the
+    // item this thread computes next (null if none), whose first rows it prefetches; started:
+    // this thread's earlier item already prefetched this one's first rows.
     void compute_item(const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
-                      const Item& item, const float* q, const int8_t* q8, const float* q8_d,
-                      float* scores, float* stats, Piece* pieces, float* out);
+                      const Item& item, const Item* next_item, bool started, const float* q,
+                      const int8_t* q8, const float* q8_d, float* scores, float* stats,
+                      Piece* pieces, float* out);
+    // The first piece (K rows) of an item.
+    Piece first_piece(const KvCache& cache, int64_t layer, const Item& item) const;
     void merge(int64_t query, int64_t head, float* out);
-    bool merge_deferred() const;
 
     int64_t n_heads_ = 0;
     int64_t n_kv_heads_ = 0;
@@ -95,10 +97,14 @@ class PagedAttention {
     int64_t slot_base_ = 0;            // chunk_base_ of the running pass's first query
     std::vector<Item> items_;
     std::vector<Pass> passes_;
+    // (n_queries, n_kv_heads) chunks of the running pass not yet computed, per (query, kv head).
+    std::unique_ptr<std::atomic<int32_t>[]> pending_;
+    size_t pending_size_ = 0;
     std::vector<float> partial_;                  // (chunks of a pass, n_heads, slot_floats_)
     AlignedBuffer<float> scores_;                 // (n_threads, group, kAttnChunk)
     AlignedBuffer<float> stats_;                  // (n_threads, 2 * group) m and l of one chunk
-    std::vector<Piece> pieces_;                   // (n_threads, 2 * kAttnChunk) pieces of one chunk
+    std::vector<Piece> pieces_;                   // (n_threads, 2 * kAttnChunk + 1) pieces of one chunk
+                                                  // and the next item's first
 };
 
 }  // namespace bitnet

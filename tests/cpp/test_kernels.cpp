@@ -693,6 +693,79 @@ void test_attn_accum(const KernelTable& kt) {
     }
 }
 
+
+// The AVX-512 levels compute avx2's attention numbers bit for bit (the VNNI q8_0 scores, the
+// 16-lane softmax and q8_0 accumulation keep avx2's operations per element), so that every x86
+// level decodes alike. Raw q8_0 rows here: quants at the extremes of [-127, 127], zero,
+// subnormal and largest fp16 scales; 1 to 12 heads (the VNNI kernel takes heads four at a time
+// and hands the rest to the level below), runs of rows around its groups of 4.
+void test_attn_levels_agree(const KernelTable& kt, const KernelTable& avx2) {
+    const int64_t hds[] = {32, 64, 96, 128, 256};
+    const int64_t ns[] = {1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 64, 65, 257};
+    const int64_t n_qs[] = {1, 3, 4, 5, 8, 9, 12};
+    std::uniform_int_distribution<int> quant(-127, 127);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (int64_t hd : hds) {
+        const int64_t nb = hd / kQ8Block;
+        for (int64_t n : ns) {
+            for (int64_t n_q : n_qs) {
+                for (int kind = 0; kind < 3; ++kind) {
+                    // kind 0: random quants and scales; 1: quants at +-127 (q and k of opposite
+                    // signs: the largest block dots), scales 0 / subnormal / 65504 / random;
+                    // 2: quants 0 and 127 mixed.
+                    Misaligned<int8_t> k(static_cast<size_t>(n * hd), 3), v(static_cast<size_t>(n * hd), 1);
+                    std::vector<uint16_t> kd(static_cast<size_t>(n * nb)), vd(kd.size());
+                    std::vector<int8_t> q(static_cast<size_t>(n_q * hd));
+                    std::vector<float> qd(static_cast<size_t>(n_q * nb));
+                    for (int64_t i = 0; i < n * hd; ++i) {
+                        const int r = quant(rng);
+                        k.data[i] = static_cast<int8_t>(kind == 0 ? r : kind == 1 ? -127 : (r > 0 ? 127 : 0));
+                        v.data[i] = static_cast<int8_t>(kind == 1 ? (i % 2 ? 127 : -127) : quant(rng));
+                    }
+                    for (int64_t i = 0; i < n_q * hd; ++i) {
+                        q[static_cast<size_t>(i)] = static_cast<int8_t>(kind == 1 ? 127 : quant(rng));
+                    }
+                    const uint16_t special[] = {0x0000, 0x0001, 0x7bff, 0x2e66};
+                    for (size_t i = 0; i < kd.size(); ++i) {
+                        kd[i] = kind == 1 ? special[i % 4] : static_cast<uint16_t>(0x2000 + rng() % 0x1800);
+                        vd[i] = kind == 1 ? special[(i + 1) % 4] : static_cast<uint16_t>(0x2000 + rng() % 0x1800);
+                    }
+                    for (auto& d : qd) d = std::fabs(normal(rng)) * 0.01f;
+                    const int64_t stride = n + 3;
+                    std::vector<float> s_want(static_cast<size_t>(n_q * stride), 0.0f), s_got(s_want);
+                    avx2.attn_scores_q8(q.data(), qd.data(), n_q, hd, k.data, kd.data(), n, s_want.data(), stride,
+                                        k.data, n * hd);
+                    kt.attn_scores_q8(q.data(), qd.data(), n_q, hd, k.data, kd.data(), n, s_got.data(), stride,
+                                      k.data, n * hd);
+                    check(std::memcmp(s_want.data(), s_got.data(), s_want.size() * 4) == 0,
+                          attn_name(kt.isa, "attn_scores_q8 == avx2", n_q, hd, n, kind));
+
+                    // Softmax of these scores (scaled to a useful range), then the V sums.
+                    for (auto& x : s_want) x *= 1e-3f;
+                    std::vector<float> p_want(s_want), p_got(s_want), m0(static_cast<size_t>(n_q)), m1(m0), l0(m0), l1(m0);
+                    avx2.attn_softmax(p_want.data(), n_q, n, stride, m0.data(), l0.data());
+                    kt.attn_softmax(p_got.data(), n_q, n, stride, m1.data(), l1.data());
+                    check(p_want == p_got && m0 == m1 && l0 == l1, attn_name(kt.isa, "attn_softmax == avx2", n_q, hd, n, kind));
+
+                    const int64_t o_stride = hd + 5;
+                    const std::vector<float> o_init = adversarial_floats(n_q * o_stride, 0);
+                    std::vector<float> o_want(o_init), o_got(o_init);
+                    avx2.attn_accum_q8(p_want.data(), stride, n_q, hd, v.data, vd.data(), n, o_want.data(), o_stride,
+                                       v.data, n * hd);
+                    kt.attn_accum_q8(p_want.data(), stride, n_q, hd, v.data, vd.data(), n, o_got.data(), o_stride,
+                                     v.data, n * hd);
+                    check(std::memcmp(o_want.data(), o_got.data(), o_want.size() * 4) == 0,
+                          attn_name(kt.isa, "attn_accum_q8 == avx2", n_q, hd, n, kind));
+                }
+            }
+        }
+    }
+    // The float kernels: the avx2 ones on every AVX-512 level.
+    check(kt.attn_scores_f32 == avx2.attn_scores_f32 && kt.attn_scores_f16 == avx2.attn_scores_f16 &&
+              kt.attn_accum_f32 == avx2.attn_accum_f32 && kt.attn_accum_f16 == avx2.attn_accum_f16,
+          std::string(kt.isa) + " float attention kernels are avx2's");
+}
+
 }  // namespace
 
 int main() {
@@ -713,6 +786,8 @@ int main() {
         test_attn_scores(*kt);
         test_attn_softmax(*kt);
         test_attn_accum(*kt);
+        const KernelTable* avx2 = kernels_for("avx2");
+        if (avx2 != nullptr && std::strncmp(kt->isa, "avx512", 6) == 0) test_attn_levels_agree(*kt, *avx2);
     }
     const char* forced = std::getenv("BITNET_EXPECT_ISA");
     if (forced != nullptr) check(kernels_for(forced) != nullptr, std::string("expected ISA ") + forced);

@@ -279,12 +279,15 @@ void gemm_b1(const B1Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_
 // The Q8 output layer stays on the avx2 kernel: a 512-bit version without VNNI measured no faster
 // from DRAM and slower from cache on Zen 4.
 
+void register_attention_kernels(KernelTable& table);  // attention_avx512.cpp
+
 void register_kernels(KernelTable& table) {
     g_lower = table.gemm_t2;
     table.quantize_i8 = quantize_i8;
     table.quantize_q8 = quantize_q8;
     table.gemm_t2 = gemm_t2;
     table.gemm_b1 = gemm_b1;
+    register_attention_kernels(table);
 }
 
 }  // namespace bitnet::kernels::avx512

@@ -376,11 +376,14 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
 // was 1.6x faster from cache but 12% slower streaming from DRAM on Zen 4, where a 2B4T pre-pass
 // (185 MB) always comes from.
 
+void register_attention_kernels(KernelTable& table);  // attention_avx512vnni.cpp
+
 void register_kernels(KernelTable& table) {
     g_lower = table.gemm_t2;
     table.gemm_t2 = gemm_t2;
     table.gemm_b1 = gemm_b1;
     table.gemm_q8 = gemm_q8;
+    register_attention_kernels(table);
 }
 
 }  // namespace bitnet::kernels::avx512vnni
