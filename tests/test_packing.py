@@ -108,7 +108,7 @@ def test_tq_blocks_with_zero_scale_load_like_scaled_ones(converted, tmp_path):
     src = converted("2b4t-packed", "tq2_0", "f16")
     reader = gguf.GGUFReader(src)
     q = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
-    rows, k = int(q.shape[1]), int(q.shape[0])
+    rows = int(q.shape[1])
     data = np.array(q.data, dtype=np.uint8).reshape(rows, -1)
     values = gguf.quants.dequantize(data, gguf.GGMLQuantizationType.TQ2_0)
     beta = float(np.abs(values).max())

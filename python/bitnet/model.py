@@ -9,6 +9,7 @@ next turn of a chat) reuses that call's cache for the shared prefix.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .chat import render_chat_template
+from .chat import DEFAULT_CHAT_STOP, DEFAULT_CHAT_TEMPLATE, render_chat_template
 from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
 from .generation import SamplingParams, SessionPool, TextStream, generate_tokens
 from .tokenizer import Tokenizer, tokenizer_from_gguf
@@ -126,6 +127,13 @@ class Model:
         """The Jinja2 chat template stored in the file (``tokenizer.chat_template``), if any."""
         value = self._core.file.get("tokenizer.chat_template")
         return value if isinstance(value, str) and value else None
+
+    @property
+    def chat_template_is_default(self) -> bool:
+        """True when the file has no chat template, so that chats use
+        :data:`bitnet.chat.DEFAULT_CHAT_TEMPLATE` (and end replies at its
+        :data:`~bitnet.chat.DEFAULT_CHAT_STOP` strings)."""
+        return self.chat_template is None
 
     def _live_pool(self) -> SessionPool:
         if self._pool is None:
@@ -343,25 +351,22 @@ class Model:
     ) -> str:
         """The prompt text for a conversation, rendered with the model's chat template.
 
+        A model without a template of its own uses :data:`bitnet.chat.DEFAULT_CHAT_TEMPLATE`
+        (see :attr:`chat_template_is_default`).
+
         Args:
             messages: Dicts with "role" ("system", "user", "assistant") and "content".
             add_generation_prompt: End with the text that opens the assistant's turn.
             chat_template: A Jinja2 template to use instead of the model's own.
 
         Raises:
-            UnsupportedError: The model has no chat template and none was given.
             TemplateError: The template fails or rejects the messages.
 
         Example:
             >>> model.apply_chat_template([{"role": "user", "content": "Hi"}])  # doctest: +SKIP
             '<|begin_of_text|>User: Hi<|eot_id|>Assistant: '
         """
-        template = chat_template or self.chat_template
-        if template is None:
-            raise UnsupportedError(
-                f"{self.path}: the model has no chat template (tokenizer.chat_template); pass "
-                "chat_template=... or use generate()"
-            )
+        template = chat_template or self.chat_template or DEFAULT_CHAT_TEMPLATE
         tok = self.tokenizer
         return render_chat_template(
             template,
@@ -475,6 +480,8 @@ class Model:
             seed=seed,
             stop=stop,
         )
+        if chat_template is None and self.chat_template_is_default:
+            params = dataclasses.replace(params, stop=(*params.stop, *DEFAULT_CHAT_STOP))
         prompt = self.apply_chat_template(messages, chat_template=chat_template)
         return self._stream_ids(
             self._prompt_ids(prompt),
@@ -616,7 +623,8 @@ def load(
             name from ``bitnet models`` ("bitnet-2b4t").
         n_ctx: Context length to allocate (0: the model's training context).
         n_batch: Most tokens per forward pass when processing a prompt.
-        n_threads: Threads of each forward pass (None: every hardware thread).
+        n_threads: Threads of each forward pass (None: the physical cores this process may
+            run on, SMT siblings counted once, as llama.cpp does).
         kv_cache: ``"f32"`` or ``"f16"`` (half the KV-cache memory; attention math stays float).
         output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
             ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits

@@ -75,9 +75,7 @@ def convert(
 
         name = os.fspath(src)
         if not src_path.exists() and hub.is_hub_name(name):
-            src_path, hub_tokenizer = hub.checkpoint_dir(
-                name, revision=revision, progress=progress
-            )
+            src_path, hub_tokenizer = hub.checkpoint_dir(name, revision=revision, progress=progress)
             tok_path = tok_path or hub_tokenizer
             label = name
         elif src_path.exists():

@@ -60,9 +60,13 @@ def _remove_stale_parts(dst: Path) -> None:
             if not (name.startswith(prefix) and name.endswith(".part")):
                 continue
             pid_text = name[len(prefix) :].split(".", 1)[0]
-            if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            if (
+                pid_text.isdigit()
+                and int(pid_text) != os.getpid()
+                and not _pid_alive(int(pid_text))
+            ):
                 with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                    Path(entry.path).unlink()
 
 
 def _umask() -> int:
@@ -121,9 +125,9 @@ def _no_clobber_rename(tmp: Path, dst: Path) -> None:
             raise
         if dst.exists():  # no hard links here: a check, then the rename
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
-        os.replace(tmp, dst)
+        tmp.replace(dst)
         return
-    os.unlink(tmp)
+    tmp.unlink()
 
 
 @contextlib.contextmanager
@@ -156,21 +160,22 @@ def atomic_output(dst: Path, *, overwrite: bool) -> Iterator[Path]:
                 os.fsync(fd)
                 os.fchmod(fd, 0o666 & ~_umask())
                 if overwrite:
-                    os.replace(tmp, dst)
+                    tmp.replace(dst)
                 else:
                     _no_clobber_rename(tmp, dst)
             except _Signalled as s:
                 signum = s.signum
     except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "the output file appeared meanwhile", str(dst)) from None
+        raise FileExistsError(
+            errno.EEXIST, "the output file appeared meanwhile", str(dst)
+        ) from None
     except OSError as e:
         if e.filename is not None and Path(e.filename) == tmp:
             raise type(e)(e.errno, f"writing {dst}: {e.strerror}") from None
         raise
     finally:
         os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     if signum:
         # Deliver the signal again to the handler that was there before (default: exit).
         signal.raise_signal(signum)

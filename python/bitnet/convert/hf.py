@@ -146,13 +146,13 @@ def _encode_linear(
     """
     n_in = codes.shape[1]
     qtype, _ = _linear_type(codes.shape[0], n_in, weight_type, binary)
-    if qtype in _BLOCK_SCALED or qtype == int(gguf.GGMLQuantizationType.F16):
-        if not _fits_fp16(beta):
-            raise UnsupportedError(
-                f"{where}: weight scale {beta:g} does not fit the fp16 scale of "
-                f"{gguf.GGMLQuantizationType(qtype).name}; convert with weight_type 'i2_s' or "
-                "'f32' (CLI: --weight-type)"
-            )
+    fp16_scale = qtype in _BLOCK_SCALED or qtype == int(gguf.GGMLQuantizationType.F16)
+    if fp16_scale and not _fits_fp16(beta):
+        raise UnsupportedError(
+            f"{where}: weight scale {beta:g} does not fit the fp16 scale of "
+            f"{gguf.GGMLQuantizationType(qtype).name}; convert with weight_type 'i2_s' or "
+            "'f32' (CLI: --weight-type)"
+        )
     if qtype == int(gguf.GGMLQuantizationType.Q1_0):
         return qtype, ternary.pack_q1_0(codes, beta)
     if qtype == int(gguf.GGMLQuantizationType.TQ2_0):

@@ -31,9 +31,7 @@ class TensorNames:
 
     def __init__(self, arch: str, n_layers: int) -> None:
         self._map = gguf.TensorNameMap(_ARCHS[arch], n_layers)
-        self._extra: dict[str, str] = {
-            hf: gguf.TENSOR_NAMES[t] for t, hf in _EXTRA.items()
-        }
+        self._extra: dict[str, str] = {hf: gguf.TENSOR_NAMES[t] for t, hf in _EXTRA.items()}
         for bid in range(n_layers):
             for t, hf in _EXTRA_BLOCK.items():
                 self._extra[hf.format(bid=bid)] = gguf.TENSOR_NAMES[t].format(bid=bid)

@@ -169,7 +169,9 @@ def _check_chat_template(template: object, tok_dir: Path) -> None:
     if template is None or isinstance(template, str):
         return
     if isinstance(template, list) and all(
-        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str)
+        isinstance(t, dict)
+        and isinstance(t.get("name"), str)
+        and isinstance(t.get("template"), str)
         for t in template
     ):
         return
