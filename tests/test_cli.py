@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 
+def bitnet_command() -> list[str]:
+    """The installed `bitnet` entry point of this environment (as users run it)."""
+    script = Path(sys.executable).parent / "bitnet"
+    found = str(script) if script.is_file() else shutil.which("bitnet")
+    if found is None:
+        pytest.fail("the `bitnet` command is not installed in this environment (pip install .)")
+    return [found]
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bitnet.cli", *args],
+        [*bitnet_command(), *args],
         check=False,
         capture_output=True,
         text=True,

@@ -38,7 +38,16 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["BenchResult", "measure_read_bandwidth", "run_bench", "to_json", "to_markdown"]
+__all__ = [
+    "BenchResult",
+    "add_parser",
+    "measure_read_bandwidth",
+    "params_text",
+    "run",
+    "run_bench",
+    "to_json",
+    "to_markdown",
+]
 
 
 @dataclass
@@ -392,6 +401,14 @@ def _size_text(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
+def params_text(n: int) -> str:
+    """A parameter count as llama-bench prints it: '2.41 B', '4.70 M', '850.00 K'."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return str(n)
+
+
 def to_markdown(report: BenchReport) -> str:
     """The report as a llama-bench style markdown table with a header of context lines."""
     lines = [
@@ -399,7 +416,7 @@ def to_markdown(report: BenchReport) -> str:
         f"CPU {report.cpu} ({report.hardware_threads} hardware threads), kernels {report.isa}",
         (
             f"model {report.model_path}: {report.model_name}, {report.weight_types}, "
-            f"{_size_text(report.model_size_bytes)}, {report.model_params / 1e9:.2f} B "
+            f"{_size_text(report.model_size_bytes)}, {params_text(report.model_params)} "
             f"parameters, {report.bytes_read_per_token / (1 << 20):.0f} MiB of weights read "
             f"per token ({report.bytes_read_note})"
         ),
@@ -422,8 +439,135 @@ def to_markdown(report: BenchReport) -> str:
         pct = f"{r.pct_of_read_bw:.0f}%" if r.pct_of_read_bw is not None else ""
         lines.append(
             f"| {report.model_name} | {_size_text(report.model_size_bytes)} | "
-            f"{report.model_params / 1e9:.2f} B | {report.isa} | {r.threads} | {r.test} | "
+            f"{params_text(report.model_params)} | {report.isa} | {r.threads} | {r.test} | "
             f"{r.tokens_per_s:.2f} ± {r.stdev:.2f} | "
             f"{r.min_tokens_per_s:.2f}-{r.max_tokens_per_s:.2f} | {gbps} | {pct} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# -- the `bitnet bench` command (bitnet.cli registers it through add_parser/run) ---------------
+
+
+def _thread_list(text: str) -> list[int]:
+    import argparse
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated thread counts, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"thread counts must be 1 or more, got {text!r}")
+    return values
+
+
+def _membw(text: str) -> float | str:
+    import argparse
+
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a bandwidth in GB/s, got {text!r}")
+    return value
+
+
+def add_parser(sub: Any) -> Any:
+    """Adds ``bitnet bench`` to the command line's subcommands."""
+    from .cli._common import add_model_options, int_at_least
+
+    b = sub.add_parser(
+        "bench",
+        help="measure prompt and generation speed, like llama-bench",
+        description="Prompt processing (pp) and generation (tg) speed in tokens/s: median "
+        "and spread over repetitions, per thread count (docs/benchmarks.md).",
+    )
+    add_model_options(b, runs=False)
+    b.add_argument(
+        "-p",
+        "--n-prompt",
+        type=int_at_least(0),
+        default=128,
+        metavar="N",
+        help="prompt tokens of the pp test, 0 skips it (default 128)",
+    )
+    b.add_argument(
+        "-n",
+        "--n-gen",
+        type=int_at_least(0),
+        default=64,
+        metavar="N",
+        help="tokens of the tg test, 0 skips it (default 64)",
+    )
+    b.add_argument(
+        "-t",
+        "--threads",
+        type=_thread_list,
+        default=None,
+        metavar="N[,N...]",
+        help="comma-separated thread counts (default: the physical cores)",
+    )
+    b.add_argument(
+        "-r", "--reps", type=int_at_least(1), default=3, metavar="N", help="repetitions (default 3)"
+    )
+    b.add_argument(
+        "-o", "--output", choices=["md", "json"], default="md", help="output format (default md)"
+    )
+    b.add_argument(
+        "--membw",
+        type=_membw,
+        default=None,
+        metavar="auto|GBPS",
+        help="read bandwidth to compare tg with: 'auto' measures it, or a number in GB/s",
+    )
+    b.add_argument(
+        "--isa", default=None, help="force a lower kernel ISA (ref, avx2, neon, dotprod)"
+    )
+    b.add_argument(
+        "--kernel", choices=["mad", "lut"], default=None, help="force a ternary kernel family"
+    )
+    b.add_argument(
+        "--output-type",
+        choices=["auto", "q8_0", "f32"],
+        default=None,
+        help="output layer computation (default: the model's auto choice)",
+    )
+    b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    b.set_defaults(func=run)
+    return b
+
+
+def run(args: Any) -> int:
+    """Runs ``bitnet bench`` with parsed arguments; prints the report to stdout."""
+    import sys
+
+    from . import hub
+    from .cli._common import ArgumentError, model_name
+
+    if args.n_prompt == 0 and args.n_gen == 0:
+        raise ArgumentError("-p/-n", "-p and -n are both 0: nothing to measure")
+    name = model_name(args)
+    if hub.is_hub_name(name):
+        name = os.fspath(hub.resolve(name, revision=args.revision, progress=not args.quiet))
+    err = sys.stderr
+    report = run_bench(
+        name,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        threads=args.threads or [int(_core.cpu_info()["default_threads"])],
+        reps=args.reps,
+        seed=args.seed,
+        membw=args.membw,
+        isa=args.isa,
+        kernel=args.kernel,
+        output_type=args.output_type,
+        progress=None if args.quiet else (lambda line: print(line, file=err, flush=True)),
+    )
+    sys.stdout.write(to_json(report) + "\n" if args.output == "json" else to_markdown(report))
+    return 0

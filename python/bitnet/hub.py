@@ -455,6 +455,7 @@ def _convert_snapshot(
             overwrite=True,  # a concurrent conversion of the same commit wrote the same file
             progress=progress,
             label=t.repo,
+            model_name=t.repo,
         )
     ref = root / "refs" / _safe_ref(rev)
     ref.parent.mkdir(parents=True, exist_ok=True)
@@ -541,8 +542,8 @@ def resolve(
     if found is not None:
         return found
     if off is not None:
-        what = lacks or f"it is not in the cache ({hf_cache_dir()})"
-        raise HubError(f"{_where(t, rev)}: {what}, and {off}; connect once to download it")
+        what = f": {lacks}" if lacks else f" is not in the cache ({hf_cache_dir()})"
+        raise HubError(f"{_where(t, rev)}{what}, and {off}; connect once to download it")
     _check_reachable(_where(t, rev))
     return _fetch(t, rev, weight_type=weight_type, progress=progress)
 
@@ -592,19 +593,24 @@ def checkpoint_dir(
         )
     off = _offline_reason(None)
     patterns = _patterns(t.entry)
+    not_a_checkpoint = HubError(
+        f"{t.repo} holds GGUF files, not a checkpoint to convert; `bitnet pull {t.name}` "
+        "downloads it ready to run"
+    )
     snap, _ = _cached_snapshot(t.repo, rev, patterns)
     if snap is None or _snapshot_lacks(snap):
+        gguf_snap, _ = _cached_snapshot(t.repo, rev, ["*.gguf"])
+        if t.entry is None and gguf_snap is not None and _ggufs(gguf_snap):
+            raise not_a_checkpoint
         if off is not None:
             why = f"the cached snapshot {snap} is incomplete" if snap else "it is not cached"
             raise HubError(f"{_where(t, rev)}: {why} ({hf_cache_dir()}), and {off}")
         _check_reachable(_where(t, rev))
+        if t.entry is None:
+            files = _list_files(t, rev)
+            if any(f.endswith(".gguf") for f in files) and "config.json" not in files:
+                raise not_a_checkpoint
         snap = _download_snapshot(t, rev, patterns, progress=progress)
-    lacks = _snapshot_lacks(snap)
-    if lacks and _ggufs(snap):
-        raise HubError(
-            f"{t.repo} holds GGUF files, not a checkpoint to convert; `bitnet pull {t.name}` "
-            "downloads it ready to run"
-        )
     tok = _tokenizer_dir(t.entry, online=off is None, progress=progress)
     return snap, tok
 
@@ -658,7 +664,7 @@ def cached_models() -> list[CachedModel]:
         )
 
     try:
-        info = scan_cache_dir()
+        info = scan_cache_dir(hf_cache_dir())
         repos = [r for r in info.repos if r.repo_type == "model"]
     except (CacheNotFound, OSError):
         repos = []
@@ -725,19 +731,15 @@ def remove(name: str) -> int:
     repo = _target(name).repo
     freed = 0
     found = False
-    with contextlib.suppress(CacheNotFound, OSError):
-        info = scan_cache_dir()
-        hashes = [
-            rev.commit_hash
-            for r in info.repos
-            if r.repo_type == "model" and r.repo_id.lower() == repo.lower()
-            for rev in r.revisions
-        ]
-        if hashes:
-            found = True
-            strategy = info.delete_revisions(*hashes)
-            strategy.execute()
-            freed += strategy.expected_freed_size
+    with contextlib.suppress(CacheNotFound):
+        # The whole repository folder goes, as `hf cache delete` of every revision would.
+        # (delete_revisions() takes bare commit hashes, which a mirror or fork shares with its
+        # source: it could pick the other repository's folder.)
+        for r in scan_cache_dir(hf_cache_dir()).repos:
+            if r.repo_type == "model" and r.repo_id.lower() == repo.lower():
+                found = True
+                freed += r.size_on_disk
+                shutil.rmtree(r.repo_path)
     root = _converted_root(repo)
     if root.is_dir():
         found = True

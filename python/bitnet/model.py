@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _core
 from .chat import DEFAULT_CHAT_STOP, DEFAULT_CHAT_TEMPLATE, render_chat_template
-from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
+from .errors import BitnetError, FormatError, ShapeError
 from .generation import SamplingParams, SessionPool, TextStream, generate_tokens
 from .tokenizer import Tokenizer, tokenizer_from_gguf
 

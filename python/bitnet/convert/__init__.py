@@ -69,6 +69,7 @@ def convert(
     src_path = Path(src)
     dst_path = Path(dst)
     label = dst_path.name
+    model_name: str | None = None
     tok_path = Path(tokenizer) if tokenizer is not None else None
     if not src_path.is_dir():
         from .. import hub
@@ -77,7 +78,7 @@ def convert(
         if not src_path.exists() and hub.is_hub_name(name):
             src_path, hub_tokenizer = hub.checkpoint_dir(name, revision=revision, progress=progress)
             tok_path = tok_path or hub_tokenizer
-            label = name
+            label = model_name = hub.find_model(name).repo if hub.find_model(name) else name
         elif src_path.exists():
             raise FormatError(f"{src_path}: not a directory (expected a Hugging Face checkpoint)")
         else:
@@ -100,4 +101,5 @@ def convert(
         overwrite=overwrite,
         progress=progress,
         label=label,
+        model_name=model_name,
     )

@@ -370,11 +370,11 @@ def _add_metadata(
     layout: Layout,
     hp: Hyper,
     cfg: dict[str, Any],
-    src: Path,
+    fallback_name: str,
     plan: list[PlannedTensor],
 ) -> None:
     name = cfg.get("_name_or_path")
-    w.add_name(name if isinstance(name, str) and name else src.name)
+    w.add_name(name if isinstance(name, str) and name else fallback_name)
     w.add_file_type(_file_type(plan))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_vocab_size(hp.n_vocab)
@@ -407,12 +407,14 @@ def convert_checkpoint(
     overwrite: bool,
     progress: bool,
     label: str,
+    model_name: str | None = None,
 ) -> Path:
     """Converts checkpoint directory src into the GGUF file dst (written atomically).
 
     Everything is read and checked (config, tensor table, tokenizer) before the output is
     begun; the output appears at dst whole or not at all (see :mod:`bitnet.convert.atomic`).
-    label names the model on the progress bar.
+    label names the model on the progress bar; model_name is general.name when config.json has
+    no _name_or_path (default: the directory's name).
     """
     if weight_type not in WEIGHT_TYPES:
         raise ParameterError(
@@ -434,7 +436,7 @@ def convert_checkpoint(
     with atomic_output(dst, overwrite=overwrite) as tmp:
         writer = gguf.GGUFWriter(tmp, layout.arch)
         try:
-            _add_metadata(writer, layout, hp, cfg, src, plan)
+            _add_metadata(writer, layout, hp, cfg, model_name or src.name, plan)
             vocab.add_to(writer)
             for t in plan:
                 # Types numpy does not describe (quantized, or I2_S which gguf-py does not know)
