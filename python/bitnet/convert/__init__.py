@@ -78,7 +78,8 @@ def convert(
         if not src_path.exists() and hub.is_hub_name(name):
             src_path, hub_tokenizer = hub.checkpoint_dir(name, revision=revision, progress=progress)
             tok_path = tok_path or hub_tokenizer
-            label = model_name = hub.find_model(name).repo if hub.find_model(name) else name
+            entry = hub.find_model(name)
+            label = model_name = entry.repo if entry is not None else name
         elif src_path.exists():
             raise FormatError(f"{src_path}: not a directory (expected a Hugging Face checkpoint)")
         else:
