@@ -259,7 +259,8 @@ def read_hyper(cfg: dict[str, Any], ckpt: Checkpoint, src: Path) -> Hyper:
             f"{path}: vocab_size {cfg['vocab_size']} differs from the "
             f"{n_vocab} rows of model.embed_tokens.weight"
         )
-    tied = "lm_head.weight" not in ckpt or f.get_bool("tie_word_embeddings", False)
+    tie = f.get_bool("tie_word_embeddings", False)
+    tied = "lm_head.weight" not in ckpt or tie
     return Hyper(
         n_embd=n_embd,
         n_layers=n_layers,

@@ -38,6 +38,9 @@ _DTYPES: dict[str, tuple[np.dtype[Any], int]] = {
     "I32": (np.dtype("<i4"), 4),
     "I16": (np.dtype("<i2"), 2),
     "I8": (np.dtype("i1"), 1),
+    "U64": (np.dtype("<u8"), 8),
+    "U32": (np.dtype("<u4"), 4),
+    "U16": (np.dtype("<u2"), 2),
     "U8": (np.dtype("u1"), 1),
     "BOOL": (np.dtype("?"), 1),
 }
