@@ -63,34 +63,56 @@ def generate(
     repeat_penalty: float = 1.0,
     repeat_last_n: int = 64,
     seed: int | None = None,
-    stop: Sequence[str] = (),
+    stop: str | Sequence[str] = (),
 ) -> str:
     """Continues a prompt with a model, loading it on first use.
 
+    Generation ends after max_tokens tokens, at the model's end-of-sequence or end-of-turn
+    token, at the first stop string, or when the context (the model's training context) is
+    full. For the reason it ended, timings, or streaming, load the model with
+    :func:`bitnet.load` and use :meth:`Model.complete` or :meth:`Model.stream`.
+
     Args:
-        prompt: The text to continue.
-        model: A loaded :class:`Model`, a .gguf path, a hub repository ("owner/repo") or a
-            registry name ("bitnet-2b4t"); None uses the model bundled with the package. A
-            model named by path or name is loaded once and kept for the next call.
+        prompt: The text to continue. Special-token text in it (``"<|eot_id|>"``) is read as
+            the special token; the model's BOS token is added when it asks for one.
+        model: A loaded :class:`Model`, a .gguf path, a hub repository ("owner/repo", downloaded
+            on first use and converted once if it is a checkpoint) or a registry name
+            ("bitnet-2b4t", see ``bitnet models --known``); None uses the small model bundled
+            with the package. A model named by path or name is loaded once and kept for the
+            next call with the same name.
         revision: Hub branch, tag or commit, when model is a hub name.
-        max_tokens: See :meth:`Model.generate` for this and every sampling option.
-        temperature: See :meth:`Model.generate`.
-        top_k: See :meth:`Model.generate`.
-        top_p: See :meth:`Model.generate`.
-        min_p: See :meth:`Model.generate`.
-        repeat_penalty: See :meth:`Model.generate`.
-        repeat_last_n: See :meth:`Model.generate`.
-        seed: See :meth:`Model.generate`.
-        stop: See :meth:`Model.generate`.
+        max_tokens: Most tokens to generate (0: none).
+        temperature: Divides the logits before sampling; 0 is greedy (always the likeliest
+            token), higher is more random (0 to 10000).
+        top_k: Sample among the k likeliest tokens only (0: all of them).
+        top_p: Sample among the likeliest tokens whose probabilities add up to top_p (in
+            (0, 1]; 1: all).
+        min_p: Drop tokens whose probability is below min_p times the likeliest token's
+            (0 to 1; 0: none).
+        repeat_penalty: Penalizes the tokens among the last repeat_last_n: a positive logit is
+            divided by it, a negative one multiplied (> 0; 1: off).
+        repeat_last_n: How many recent tokens (prompt included) repeat_penalty looks at
+            (0: none).
+        seed: Seed of the random draws: the same seed, prompt and options give the same text.
+            None draws a fresh seed each call.
+        stop: A string, or strings, that end generation when they appear (even across tokens);
+            the stop string itself is not returned.
 
     Returns:
-        The generated text.
+        The generated text (without the prompt).
 
     Raises:
-        BitnetError: No model was named and none is bundled, or it cannot be loaded.
+        ParameterError: An option has the wrong type or is out of range (names it).
+        ContextLengthError: The prompt is longer than the context.
+        HubError: A hub model is not cached and cannot be downloaded (says why).
+        FormatError, UnsupportedError: The model file is malformed, or not supported.
+        BitnetError: No model was named and this build bundles none.
+        FileNotFoundError: model names a local file that does not exist.
 
     Example:
         >>> import bitnet
+        >>> bitnet.generate("In the beginning", max_tokens=8, seed=1)  # doctest: +SKIP
+        ' God created the heaven and the earth.'
         >>> bitnet.generate("The capital of France is", model="bitnet-2b4t-gguf")  # doctest: +SKIP
         ' Paris.'
     """
