@@ -132,6 +132,15 @@ def test_bench_api_skips_tests(tiny: Path) -> None:
     assert report.model_params > 0 and bitnet.__version__
 
 
+def test_params_are_shown_in_their_unit() -> None:
+    from bitnet.bench import params_text
+
+    assert params_text(4_700_000) == "4.70 M"  # the bundled model: not "0.00 B"
+    assert params_text(2_412_000_000) == "2.41 B"
+    assert params_text(850_000) == "850.00 K"
+    assert params_text(12) == "12"
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -145,8 +154,9 @@ def test_bench_api_skips_tests(tiny: Path) -> None:
 def test_bench_bad_arguments(
     tiny: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 1
-    assert capsys.readouterr().err.startswith("bitnet: error:")
+    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 2  # an argument error
+    err = capsys.readouterr().err
+    assert err.startswith("usage: bitnet bench") and "bitnet bench: error: argument" in err
 
 
 def test_bench_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -304,7 +304,7 @@ def test_cached_models_and_remove(fake_cache, no_network):
 
 
 def bitnet_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    from test_cli import bitnet_command
+    from cli_helpers import bitnet_command
 
     return subprocess.run(
         [*bitnet_command(), *args],

@@ -14,9 +14,11 @@ import os
 from pathlib import Path
 
 from ..errors import FormatError
-from .hf import EMBEDDING_TYPES, WEIGHT_TYPES, convert_checkpoint
 
 __all__ = ["EMBEDDING_TYPES", "WEIGHT_TYPES", "convert"]
+
+WEIGHT_TYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "f32")
+EMBEDDING_TYPES = ("f16", "f32", "bf16")
 
 
 def convert(
@@ -93,6 +95,8 @@ def convert(
         raise ParameterError(
             "revision", f"revision applies to hub names, but {os.fspath(src)!r} is a directory"
         )
+    from .hf import convert_checkpoint  # gguf-py and numpy: imported when converting
+
     return convert_checkpoint(
         src_path,
         dst_path,

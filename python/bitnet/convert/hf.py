@@ -33,7 +33,7 @@ import gguf
 import numpy as np
 
 from ..errors import FormatError, ParameterError, UnsupportedError
-from . import ternary
+from . import EMBEDDING_TYPES, WEIGHT_TYPES, ternary
 from .atomic import atomic_output
 from .config import Hyper, Layout, detect_layout, read_config, read_hyper
 from .names import TensorNames
@@ -41,9 +41,6 @@ from .safetensors_io import Checkpoint, TensorRef
 from .vocab import read_tokenizer
 
 __all__ = ["EMBEDDING_TYPES", "WEIGHT_TYPES", "convert_checkpoint"]
-
-WEIGHT_TYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "f32")
-EMBEDDING_TYPES = ("f16", "f32", "bf16")
 
 # bitnet.cpp's I2_S: ggml type 36 in its fork (a number upstream ggml has retired), file type 40.
 I2_S_TYPE = 36
