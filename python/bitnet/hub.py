@@ -194,10 +194,6 @@ class _Target:
     file: str | None  # a .gguf file in the repo, when known without listing the repo
     entry: RegistryEntry | None
 
-    @property
-    def is_gguf(self) -> bool:
-        return self.file is not None
-
 
 def _target(name: str) -> _Target:
     entry = find_model(name)
