@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from .completions import JsonSchema, Prompt, sampling_params
 from .errors import BitnetError
 from .model import Model, load
 
@@ -51,7 +52,7 @@ def _model(model: Model | str | os.PathLike[str] | None, revision: str | None) -
 
 
 def generate(
-    prompt: str,
+    prompt: Prompt,
     *,
     model: Model | str | os.PathLike[str] | None = None,
     revision: str | None = None,
@@ -62,48 +63,63 @@ def generate(
     min_p: float = 0.05,
     repeat_penalty: float = 1.0,
     repeat_last_n: int = 64,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
     seed: int | None = None,
-    stop: str | Sequence[str] = (),
+    stop: str | Sequence[str] | None = (),
+    ignore_eos: bool = False,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
+    json_schema: JsonSchema = None,
 ) -> str:
     """Continues a prompt with a model, loading it on first use.
 
     Generation ends after max_tokens tokens, at the model's end-of-sequence or end-of-turn
     token, at the first stop string, or when the context (the model's training context) is
-    full. For the reason it ended, timings, or streaming, load the model with
-    :func:`bitnet.load` and use :meth:`Model.complete` or :meth:`Model.stream`.
+    full. For the reason it ended, timings or log-probabilities, load the model with
+    :func:`bitnet.load` and use :meth:`Model.complete`; to stream, :meth:`Model.stream`.
 
     Args:
-        prompt: The text to continue. Special-token text in it (``"<|eot_id|>"``) is read as
-            the special token; the model's BOS token is added when it asks for one.
-        model: A loaded :class:`Model`, a .gguf path, a hub repository ("owner/repo", downloaded
-            on first use and converted once if it is a checkpoint) or a registry name
-            ("bitnet-2b4t", see ``bitnet models --known``); None uses the small model bundled
-            with the package. A model named by path or name is loaded once and kept for the
-            next call with the same name.
+        prompt: The text to continue (special-token text such as ``"<|eot_id|>"`` is read as
+            the special token; the BOS token is added when the model asks for it), or token
+            ids.
+        model: A loaded :class:`Model`, a .gguf path, a hub repository ("owner/repo",
+            downloaded on first use and converted once if it is a checkpoint, then used from
+            the cache) or a registry name ("bitnet-2b4t", see ``bitnet models --known``); None
+            uses the small model bundled with the package. A model named by path or name is
+            loaded once and kept for the next call with the same name.
         revision: Hub branch, tag or commit, when model is a hub name.
-        max_tokens: Most tokens to generate (0: none).
+        max_tokens: Most tokens to generate (0: only process the prompt).
         temperature: Divides the logits before sampling; 0 is greedy (always the likeliest
             token), higher is more random (0 to 10000).
         top_k: Sample among the k likeliest tokens only (0: all of them).
         top_p: Sample among the likeliest tokens whose probabilities add up to top_p (in
             (0, 1]; 1: all).
-        min_p: Drop tokens whose probability is below min_p times the likeliest token's
-            (0 to 1; 0: none).
-        repeat_penalty: Penalizes the tokens among the last repeat_last_n: a positive logit is
-            divided by it, a negative one multiplied (> 0; 1: off).
-        repeat_last_n: How many recent tokens (prompt included) repeat_penalty looks at
+        min_p: Drop tokens less likely than min_p times the likeliest one (0 to 1; 0: none).
+        repeat_penalty: Penalty for tokens among the last repeat_last_n (> 0; 1: none): a
+            positive logit is divided by it, a negative one multiplied.
+        repeat_last_n: How many recent tokens (prompt included) the repeat penalty looks at
             (0: none).
-        seed: Seed of the random draws: the same seed, prompt and options give the same text.
-            None draws a fresh seed each call.
+        presence_penalty: OpenAI's: subtracted once from the logit of every token generated so
+            far (-2 to 2; 0: none).
+        frequency_penalty: OpenAI's: subtracted from a token's logit once per time it was
+            generated so far (-2 to 2; 0: none).
+        seed: Seed of the random draws: the same seed, prompt and options give the same text,
+            alone or batched with other requests. None draws a fresh seed each call.
         stop: A string, or strings, that end generation when they appear (even across tokens);
             the stop string itself is not returned.
+        ignore_eos: Keep going past end-of-sequence tokens (for benchmarks).
+        logprobs: Compute log-probabilities (use :meth:`Model.complete` to read them).
+        top_logprobs: Also the likeliest alternatives per token (0 to 20).
+        json_schema: Constrain the output to JSON matching this schema (a dict or JSON text;
+            True: any JSON object).
 
     Returns:
         The generated text (without the prompt).
 
     Raises:
-        ParameterError: An option has the wrong type or is out of range (names it).
-        ContextLengthError: The prompt is longer than the context.
+        ParameterError: An option is out of range or of the wrong type (names it).
+        ContextLengthError: The prompt is longer than the model's context.
         HubError: A hub model is not cached and cannot be downloaded (says why).
         FormatError, UnsupportedError: The model file is malformed, or not supported.
         BitnetError: No model was named and this build bundles none.
@@ -116,15 +132,6 @@ def generate(
         >>> bitnet.generate("The capital of France is", model="bitnet-2b4t-gguf")  # doctest: +SKIP
         ' Paris.'
     """
-    return _model(model, revision).generate(
-        prompt,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        repeat_last_n=repeat_last_n,
-        seed=seed,
-        stop=stop,
-    )
+    params = sampling_params(locals())
+    m = _model(model, revision)
+    return m._submit_params(prompt, params).result().text
