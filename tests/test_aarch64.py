@@ -26,6 +26,7 @@ BUILD = Path(os.environ.get("BITNET_AARCH64_BUILD") or ROOT / "build-aarch64")
 REQUIRED = os.environ.get("BITNET_REQUIRE_AARCH64") == "1"
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 TEST_KERNELS = BUILD / "tests" / "cpp" / "test_kernels"
+TEST_DECODER = BUILD / "tests" / "cpp" / "test_decoder"
 BITNET_RUN = BUILD / "bitnet_run"
 
 # qemu CPU model -> the kernel tables it must get (cortex-a53 lacks SDOT: no dotprod table).
@@ -43,7 +44,7 @@ def _unavailable() -> str | None:
         return "qemu-aarch64-static not found (apt-get install qemu-user-static)"
     if not (SYSROOT / "lib" / "ld-linux-aarch64.so.1").exists():
         return f"no aarch64 sysroot at {SYSROOT} (apt-get install g++-aarch64-linux-gnu)"
-    for binary in (TEST_KERNELS, BITNET_RUN):
+    for binary in (TEST_KERNELS, TEST_DECODER, BITNET_RUN):
         if not binary.is_file():
             return f"{binary} not built (cross build: docs/kernels.md, section ARM)"
     return None
@@ -87,6 +88,16 @@ def test_kernel_twins_under_qemu(cpu: str) -> None:
     assert n_passed > 10000 * len(expected)
 
 
+def test_batched_decoder_under_qemu() -> None:
+    # The threaded batched decoder end to end on the bundled models, every KV type, with the NEON
+    # attention kernels (cortex-a53: the neon table; dotprod shares its attention kernels).
+    out = _qemu("cortex-a53", TEST_DECODER, ROOT / "models")
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert "isa neon" in out.stdout, log[-4000:]
+    assert re.search(r"^(\d+) passed, 0 failed$", out.stdout, re.MULTILINE), log[-4000:]
+
+
 def _run_logits(
     cpu: str,
     model: Path,
@@ -119,13 +130,14 @@ def test_bitnet_run_matches_x86_engine(
     ids = model.tokenize(TEXT)
     want = model.logits(ids)
     # Both ternary families (BITNET_KERNEL: MAD, or LUT with build_lut), each in one pass over
-    # all tokens (multi-token kernels, on several threads, once with the fp16 KV cache) and token
-    # by token (single-token GEMV kernels, the KV cache filling up one position at a time).
+    # all tokens (multi-token kernels, on several threads, once with the q8_0 KV cache) and token
+    # by token (single-token GEMV kernels, the KV cache filling up one position at a time, once
+    # in f32).
     runs = [
         ("mad", 256, ("--threads", "3")),
-        ("mad", 1, ()),
-        ("lut", 256, ("--threads", "2", "--kv-f16")),
-        ("lut", 1, ()),
+        ("mad", 1, ("--kv-type", "f32")),
+        ("lut", 256, ("--threads", "2", "--kv-type", "q8_0")),
+        ("lut", 1, ("--kv-f16",)),
     ]
     for kernel, n_batch, options in runs:
         env = {"BITNET_KERNEL": kernel}

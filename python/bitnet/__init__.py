@@ -15,7 +15,16 @@ from ._core import cpu_info as _cpu_info
 from .api import generate
 from .chat import TemplateError
 from .convert import convert
-from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
+from .engine import Chunk, Completion, RequestHandle, SamplingParams
+from .errors import (
+    BitnetError,
+    ContextLengthError,
+    FormatError,
+    ParameterError,
+    QueueFullError,
+    ShapeError,
+    UnsupportedError,
+)
 from .hub import HubError
 from .model import Model, load
 from .tokenizer import Tokenizer
@@ -29,7 +38,8 @@ def cpu_info() -> dict[str, object]:
     Returns:
         A dict with ``brand`` (the CPU's name), ``features`` (e.g. ``"x86_64 avx2 fma f16c"``),
         ``isa`` (the kernels in use: ``ref``, ``avx2``, ``neon`` or ``dotprod``; lowered with the
-        environment variable ``BITNET_ISA``), ``available_isas`` and ``hardware_threads``.
+        environment variable ``BITNET_ISA``), ``available_isas``, ``hardware_threads`` and
+        ``default_threads`` (the physical cores, the default ``n_threads``).
 
     Example:
         >>> bitnet.cpu_info()["isa"]  # doctest: +SKIP
@@ -40,9 +50,16 @@ def cpu_info() -> dict[str, object]:
 
 __all__ = [
     "BitnetError",
+    "Chunk",
+    "Completion",
+    "ContextLengthError",
     "FormatError",
     "HubError",
     "Model",
+    "ParameterError",
+    "QueueFullError",
+    "RequestHandle",
+    "SamplingParams",
     "ShapeError",
     "TemplateError",
     "Tokenizer",
