@@ -194,12 +194,19 @@ def test_bench_parallel(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(rows) == 1 and rows[0].count("|") == 12  # the t/s per seq column is there
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["-d", "-1"], ["--parallel", "0"], ["--parallel", "2", "-d", "8"], ["-d", "x"]],
-)
+@pytest.mark.parametrize("argv", [["-d", "-1"], ["--parallel", "0"], ["-d", "x"]])
 def test_bench_bad_depth_and_parallel(
     tiny: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 1
+    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 2  # an argument error, with usage
+    err = capsys.readouterr().err
+    assert err.startswith("usage: bitnet bench") and f"argument {argv[0]}" in err.replace(
+        "-d/--depth", "-d"
+    )
+
+
+def test_bench_parallel_with_depth_is_refused(
+    tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "-m", str(tiny), "-q", "--parallel", "2", "-d", "8"]) == 1
     assert capsys.readouterr().err.startswith("bitnet: error:")

@@ -13,7 +13,18 @@ import pytest
 
 from cli_helpers import run, run_into_closed_pipe
 
-COMMANDS = ["generate", "chat", "perplexity", "pull", "models", "rm", "info", "convert", "bench"]
+COMMANDS = [
+    "generate",
+    "chat",
+    "serve",
+    "perplexity",
+    "pull",
+    "models",
+    "rm",
+    "info",
+    "convert",
+    "bench",
+]
 PYTHON_NAMES = re.compile(
     r"\b(n_ctx|n_threads|max_tokens|top_k|top_p|min_p|repeat_penalty|repeat_last_n|"
     r"overwrite=|revision=|weight_type|embedding_type)\b"
@@ -33,7 +44,7 @@ def test_command_help(command):
     r = run(command, "--help")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"usage: bitnet {command}")
-    if command in ("generate", "chat", "perplexity", "info", "bench"):
+    if command in ("generate", "chat", "serve", "perplexity", "info", "bench"):
         assert "-m MODEL" in r.stdout and "bundled" in r.stdout  # one rule for -m
     if command in ("generate", "chat"):
         for flag in ("--temp", "--seed", "--stop TEXT [TEXT ...]", "--ctx", "--threads"):
