@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run, run_into_closed_pipe
+from cli_helpers import bitnet_command, run, run_into_closed_pipe
 
 COMMANDS = [
     "generate",
@@ -205,3 +205,25 @@ def test_default_thread_count_is_the_physical_cores():
     assert info["default_threads"] == len(cores)
     assert 1 <= info["default_threads"] <= info["hardware_threads"]
     assert bitnet.load(bitnet.api.default_model_path()).n_threads == len(cores)
+
+
+def test_prompts_with_bytes_that_are_not_utf8():
+    """Arguments and stdin are bytes: a stray one becomes U+FFFD, never a tokenizer error."""
+    cmd = [*bitnet_command(), "generate", "-n", "3", "-q"]
+    for extra, data in (([b"\xff\xfe abc"], None), ([], b"\xff\xfe\ncaf\xe9\n")):
+        r = subprocess.run(
+            [*(c.encode() for c in cmd), *extra],
+            input=data,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        assert r.returncode == 0 and r.stderr == b"", r.stderr
+    r = subprocess.run(
+        [*bitnet_command(), "chat", "-n", "3", "-q"],
+        input=b"hi \xff\n/history\n",
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0 and "[user] hi \ufffd".encode() in r.stdout, r.stderr

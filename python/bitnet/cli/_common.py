@@ -77,6 +77,23 @@ def argument_error(e: ParameterError) -> ArgumentError | None:
     return ArgumentError(flag, message.replace(f"{e.param}=", f"{flag} "))
 
 
+def text_of(value: str | bytes) -> str:
+    """Text as the user gave it, with bytes that are not UTF-8 shown as U+FFFD.
+
+    Command-line arguments and terminal input reach Python with undecodable bytes as lone
+    surrogates (PEP 383); they are turned back into bytes and decoded leniently, as llama.cpp
+    takes any bytes, so a stray byte in a prompt never ends in a tokenizer error.
+    """
+    if isinstance(value, bytes):
+        data = value
+    else:
+        try:
+            data = value.encode("utf-8", errors="surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+            data = value.encode("utf-8", errors="replace")
+    return data.decode("utf-8", errors="replace")
+
+
 # -- argparse value types ---------------------------------------------------------------------
 
 
@@ -289,7 +306,8 @@ class Notes:
 
 
 def load_model(args: argparse.Namespace, notes: Notes, **options: Any) -> Any:
-    """bitnet.load with the model flags; warns when -c exceeds the training context."""
+    """bitnet.load with the model flags (options add to or override them); warns when the
+    context exceeds the training context."""
     from ..model import load
 
     name = model_name(args)
@@ -297,19 +315,17 @@ def load_model(args: argparse.Namespace, notes: Notes, **options: Any) -> Any:
     try:
         model = load(
             name,
-            n_ctx=args.ctx,
-            n_threads=args.threads,
             revision=args.revision,
             progress=not notes.quiet,
-            **options,
+            **{"n_ctx": args.ctx, "n_threads": args.threads, **options},
         )
     except ParameterError as e:
         mapped = argument_error(e)
         raise (mapped or e) from None
     trained = int(model.config.get("n_ctx_train") or 0)
-    if args.ctx and trained and args.ctx > trained:
+    if args.ctx and trained and model.n_ctx > trained:
         notes.warn(
-            f"-c/--ctx {args.ctx} is above the {trained} tokens this model was trained on; "
+            f"-c/--ctx {model.n_ctx} is above the {trained} tokens this model was trained on; "
             "text beyond them is usually poor"
         )
     kernels = model.kernels

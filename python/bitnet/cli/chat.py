@@ -23,6 +23,7 @@ from ._common import (
     add_sampling_options,
     load_model,
     sampling_params,
+    text_of,
 )
 from .generate import finish_notice, timings_line
 
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args, notes)
     if model.chat_template_is_default:
         params = dataclasses.replace(params, stop=(*params.stop, *DEFAULT_CHAT_STOP))
-    system = [{"role": "system", "content": args.system}] if args.system else []
+    system = [{"role": "system", "content": text_of(args.system)}] if args.system else []
     conv = Conversation(system)
     reserve = min(params.max_tokens, model.n_ctx // 2)
     trained = int(model.config.get("n_ctx_train") or 0)
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 print(file=sys.stderr)
                 return 0
+            line = text_of(line)
             text = line.strip()
             if not text:
                 continue

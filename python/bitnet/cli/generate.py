@@ -14,6 +14,7 @@ from ._common import (
     add_sampling_options,
     load_model,
     sampling_params,
+    text_of,
 )
 
 __all__ = ["add_parser", "finish_notice", "run", "timings_line"]
@@ -41,7 +42,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _read_prompt(args: argparse.Namespace, notes: Notes) -> str:
     if args.prompt not in (None, "-"):
-        return str(args.prompt)
+        return text_of(args.prompt)
     if sys.stdin is None:
         raise ArgumentError("prompt", "no prompt given and no stdin to read it from")
     if sys.stdin.isatty():
@@ -55,7 +56,8 @@ def _read_prompt(args: argparse.Namespace, notes: Notes) -> str:
             "reading the prompt from the terminal: type it, then Ctrl-D (or give it as an "
             'argument: bitnet generate "text")'
         )
-    return sys.stdin.read()
+    stdin = getattr(sys.stdin, "buffer", None)
+    return text_of(stdin.read()) if stdin is not None else text_of(sys.stdin.read())
 
 
 def timings_line(completion: Any) -> str:
