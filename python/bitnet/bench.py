@@ -289,7 +289,7 @@ def run_bench(
         membw: Read bandwidth to compare tg against: None (skip), "auto" (measure now, per
             thread count, with :func:`measure_read_bandwidth`) or a number in GB/s.
         isa: Kernel ISA to force (``bitnet.load``'s isa=), None for the best.
-        kernel: Ternary kernel family to force, ``"mad"`` or ``"lut"``; None for the default.
+        kernel: Ternary kernel family to force, ``"mad"``, ``"lut"`` or ``"t3"``; None for the default.
         output_type: Output layer (``"auto"``, ``"q8_0"``, ``"f32"``); None for the default.
         depths: Context depths: tokens in the cache before each pp/tg test (``-d``).
         parallel: Sequence counts for batched tests (``--parallel``); when given, these run
@@ -663,10 +663,15 @@ def add_parser(sub: Any) -> Any:
         help="read bandwidth to compare tg with: 'auto' measures it, or a number in GB/s",
     )
     b.add_argument(
-        "--isa", default=None, help="force a lower kernel ISA (ref, avx2, neon, dotprod)"
+        "--isa",
+        default=None,
+        help="force a lower kernel ISA (ref, avx2, avx512, avx512vnni, avx512vbmi, neon, dotprod)",
     )
     b.add_argument(
-        "--kernel", choices=["mad", "lut"], default=None, help="force a ternary kernel family"
+        "--kernel",
+        choices=["mad", "lut", "t3"],
+        default=None,
+        help="force a ternary kernel family (t3: 1.67 bits per weight, avx512vbmi)",
     )
     b.add_argument(
         "--output-type",
