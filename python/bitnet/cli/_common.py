@@ -238,11 +238,10 @@ def add_sampling_options(p: argparse.ArgumentParser, max_tokens: int) -> None:
     )
     g.add_argument(
         "--stop",
-        action="extend",
-        nargs="+",
+        action="append",
         default=[],
         metavar="TEXT",
-        help="stop when TEXT appears (not printed); takes several, and may be repeated",
+        help="stop when TEXT appears (not printed); repeat the flag for several strings",
     )
     p.set_defaults(default_max_tokens=max_tokens)
 

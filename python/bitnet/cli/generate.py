@@ -46,12 +46,6 @@ def _read_prompt(args: argparse.Namespace, notes: Notes) -> str:
     if sys.stdin is None:
         raise ArgumentError("prompt", "no prompt given and no stdin to read it from")
     if sys.stdin.isatty():
-        if args.stop and args.prompt is None:
-            raise ArgumentError(
-                "--stop",
-                "takes every word after it, so no prompt was left; put the prompt before "
-                "--stop, or end the stop strings with --",
-            )
         notes.say(
             "reading the prompt from the terminal: type it, then Ctrl-D (or give it as an "
             'argument: bitnet generate "text")'
