@@ -18,10 +18,12 @@ def write_gguf_copy(
     drop_keys: tuple[str, ...] = (),
     drop_tensors: tuple[str, ...] = (),
     retype: dict[str, gguf.GGMLQuantizationType] | None = None,
+    replace: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Rewrites the model in `source` (a GGUF file) with gguf-py: every metadata key is copied,
     BitLinear weights are dequantized to floats (codes * scale) and requantized with gguf-py's
-    quantizer for `linear_type`, other tensors are copied as floats."""
+    quantizer for `linear_type`, other tensors are copied as floats. `replace` gives the raw
+    bytes of tensors to write instead, in their original type."""
     reader = gguf.GGUFReader(source)
     arch = str(reader.fields["general.architecture"].contents())
     w = gguf.GGUFWriter(path, arch)
@@ -40,6 +42,9 @@ def write_gguf_copy(
     }
     for t in reader.tensors:
         if t.name in drop_tensors or t.name.endswith(".scale"):
+            continue
+        if replace and t.name in replace:
+            w.add_tensor(t.name, replace[t.name], raw_dtype=t.tensor_type)
             continue
         values = gguf.quants.dequantize(t.data, t.tensor_type)
         shape = tuple(int(d) for d in reversed(t.shape))

@@ -132,6 +132,15 @@ def test_bench_api_skips_tests(tiny: Path) -> None:
     assert report.model_params > 0 and bitnet.__version__
 
 
+def test_params_are_shown_in_their_unit() -> None:
+    from bitnet.bench import params_text
+
+    assert params_text(4_700_000) == "4.70 M"  # the bundled model: not "0.00 B"
+    assert params_text(2_412_000_000) == "2.41 B"
+    assert params_text(850_000) == "850.00 K"
+    assert params_text(12) == "12"
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -145,8 +154,9 @@ def test_bench_api_skips_tests(tiny: Path) -> None:
 def test_bench_bad_arguments(
     tiny: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 1
-    assert capsys.readouterr().err.startswith("bitnet: error:")
+    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 2  # an argument error
+    err = capsys.readouterr().err
+    assert err.startswith("usage: bitnet bench") and "bitnet bench: error: argument" in err
 
 
 def test_bench_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -184,12 +194,19 @@ def test_bench_parallel(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(rows) == 1 and rows[0].count("|") == 12  # the t/s per seq column is there
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["-d", "-1"], ["--parallel", "0"], ["--parallel", "2", "-d", "8"], ["-d", "x"]],
-)
+@pytest.mark.parametrize("argv", [["-d", "-1"], ["--parallel", "0"], ["-d", "x"]])
 def test_bench_bad_depth_and_parallel(
     tiny: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 1
+    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 2  # an argument error, with usage
+    err = capsys.readouterr().err
+    assert err.startswith("usage: bitnet bench") and f"argument {argv[0]}" in err.replace(
+        "-d/--depth", "-d"
+    )
+
+
+def test_bench_parallel_with_depth_is_refused(
+    tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "-m", str(tiny), "-q", "--parallel", "2", "-d", "8"]) == 1
     assert capsys.readouterr().err.startswith("bitnet: error:")

@@ -6,7 +6,7 @@ import jinja2
 import pytest
 
 import bitnet
-from bitnet import TemplateError, UnsupportedError
+from bitnet import TemplateError
 from bitnet.chat import render_chat_template
 
 LLAMA3_STYLE = (
@@ -174,11 +174,34 @@ def test_next_turn_reuses_the_cache(converted):
     assert fresh.chat(turn2, **options) == done.text  # reuse changes nothing in the result
 
 
-def test_chat_without_template(converted):
+def test_model_without_template_uses_the_default(converted):
+    from bitnet.chat import DEFAULT_CHAT_STOP
+
+    spm_model = bitnet.load(converted("1bitllm"))
+    assert spm_model.chat_template is None and spm_model.chat_template_is_default
+    messages = [
+        {"role": "system", "content": "Be brief. "},
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "And then?"},
+    ]
+    rendered = spm_model.apply_chat_template(messages)
+    assert rendered == (
+        "System: Be brief.\n\nUser: hello\n\nAssistant: Hi.\n\nUser: And then?\n\nAssistant:"
+    )
+    options = {"max_tokens": 40, "temperature": 0}
+    reply = spm_model.chat(messages, **options)
+    continuation = spm_model.generate(rendered, stop=DEFAULT_CHAT_STOP, **options)
+    assert reply == continuation.removeprefix(" ")
+    # A model with a template of its own does not use the default.
+    bpe_model = bitnet.load(converted("2b4t-bf16"))
+    assert bpe_model.chat_template is not None and not bpe_model.chat_template_is_default
+    assert "<|eot_id|>" in bpe_model.apply_chat_template(messages[:2])  # the fixture's template
+
+
+def test_chat_with_a_given_template(converted):
     spm_model = bitnet.load(converted("1bitllm"))
     messages = [{"role": "user", "content": "hello"}]
-    with pytest.raises(UnsupportedError, match="no chat template"):
-        spm_model.chat(messages)
     template = "{% for m in messages %}{{ bos_token }}[INST] {{ m['content'] }} [/INST]{% endfor %}"
     rendered = spm_model.apply_chat_template(messages, chat_template=template)
     assert rendered == "<s>[INST] hello [/INST]"

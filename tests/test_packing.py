@@ -1,7 +1,8 @@
 """Bit layouts and quantization, exact against independent statements of the math.
 
-Independent references: gguf-py's own TQ1_0/TQ2_0 quantizers, transformers' pack_weights, and
-plain-loop statements of the I2_S and Q1_0 layouts written from their specifications.
+Independent references: plain-loop statements of the TQ2_0, TQ1_0, I2_S and Q1_0 layouts written
+from their specifications (ggml's block structs and dequantizers), and transformers'
+pack_weights/unpack_weights.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import gguf
 import numpy as np
 import pytest
 
+import bitnet
 from bitnet import _core
 from bitnet.convert import ternary
 
@@ -21,42 +23,105 @@ def random_codes(rows: int, k: int, p_zero: float = 0.3) -> np.ndarray:
     return RNG.choice(np.array([-1, 0, 1], dtype=np.int8), size=(rows, k), p=p)
 
 
-# beta values that fp16 represents exactly, so gguf-py's d = max|x| equals beta
-EXACT_BETAS = [1.0, 0.5, 0.0322265625, 3.75]
+def tq2_0_spec(codes: np.ndarray, d: float) -> np.ndarray:
+    """TQ2_0 written from ggml's block_tq2_0 as plain loops: per 256-block, byte 32h + j holds
+    the codes 128h + 32k + j (k = 0..3) at bits 2k, each stored as code + 1; then fp16 d."""
+    rows, k = codes.shape
+    out = np.zeros((rows, k // 256 * 66), dtype=np.uint8)
+    for r in range(rows):
+        for b in range(k // 256):
+            block = codes[r, 256 * b : 256 * (b + 1)]
+            for h in range(2):
+                for j in range(32):
+                    byte = 0
+                    for q in range(4):
+                        byte |= int(block[128 * h + 32 * q + j] + 1) << (2 * q)
+                    out[r, 66 * b + 32 * h + j] = byte
+            scale = np.float16(d) if block.any() else np.float16(0)  # all-zero block: d = 0
+            out[r, 66 * b + 64 : 66 * b + 66] = np.array([scale]).view(np.uint8)
+    return out
 
 
-@pytest.mark.parametrize("beta", EXACT_BETAS)
-@pytest.mark.parametrize("shape", [(1, 256), (3, 512), (7, 1024)])
-def test_tq2_0_matches_gguf_py(shape, beta):
+def tq1_0_codes(data: np.ndarray, rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and block scales of TQ1_0 bytes, from ggml's dequantize_row_tq1_0 as plain loops:
+    qs[0:32] hold 5 trits each (codes n*32 + m), qs[32:48] 5 trits (160 + n*16 + m), qh[0:4]
+    4 trits (240 + n*4 + m); trit n of byte q is ((q * 3^n) mod 256) * 3 >> 8."""
+    codes = np.zeros((rows, k), dtype=np.int8)
+    scales = np.zeros((rows, k // 256), dtype=np.float32)
+    for r in range(rows):
+        for b in range(k // 256):
+            block = data[r, 54 * b : 54 * (b + 1)]
+            out = codes[r, 256 * b : 256 * (b + 1)]
+            for n in range(5):
+                for m in range(32):
+                    out[n * 32 + m] = ((int(block[m]) * 3**n) % 256 * 3 >> 8) - 1
+                for m in range(16):
+                    out[160 + n * 16 + m] = ((int(block[32 + m]) * 3**n) % 256 * 3 >> 8) - 1
+            for n in range(4):
+                for m in range(4):
+                    out[240 + n * 4 + m] = ((int(block[48 + m]) * 3**n) % 256 * 3 >> 8) - 1
+            scales[r, b] = block[52:54].view(np.float16)[0]
+    return codes, scales
+
+
+# beta values that fp16 represents exactly, and one it rounds (stored as fp16(beta))
+BETAS = [1.0, 0.5, 0.0322265625, 3.75, 0.1]
+
+
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("shape", [(1, 256), (3, 512), (2, 768)])
+def test_tq2_0_layout_follows_the_spec(shape, beta):
     codes = random_codes(*shape)
-    ours = ternary.pack_tq2_0(codes, beta)
-    theirs = gguf.quants.quantize(codes.astype(np.float32) * beta, gguf.GGMLQuantizationType.TQ2_0)
-    np.testing.assert_array_equal(ours, theirs)
-    back, d = ternary.unpack_tq2_0(ours, *shape)
-    np.testing.assert_array_equal(back, codes)
-    assert (d == np.float32(beta)).all()
+    codes[0, :256] = 0  # an all-zero block
+    np.testing.assert_array_equal(ternary.pack_tq2_0(codes, beta), tq2_0_spec(codes, beta))
 
 
-@pytest.mark.parametrize("beta", EXACT_BETAS)
-@pytest.mark.parametrize("shape", [(1, 256), (3, 512), (5, 768)])
-def test_tq1_0_matches_gguf_py(shape, beta):
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("shape", [(1, 256), (3, 512), (2, 768)])
+def test_tq1_0_layout_follows_the_spec(shape, beta):
     codes = random_codes(*shape)
-    ours = ternary.pack_tq1_0(codes, beta)
-    theirs = gguf.quants.quantize(codes.astype(np.float32) * beta, gguf.GGMLQuantizationType.TQ1_0)
-    np.testing.assert_array_equal(ours, theirs)
-    back, _ = ternary.unpack_tq1_0(ours, *shape)
+    codes[-1, -256:] = 0
+    data = ternary.pack_tq1_0(codes, beta)
+    assert data.shape == (shape[0], shape[1] // 256 * 54)
+    back, scales = tq1_0_codes(data, *shape)
     np.testing.assert_array_equal(back, codes)
+    nonzero = codes.reshape(shape[0], -1, 256).any(axis=2)
+    np.testing.assert_array_equal(scales, np.where(nonzero, np.float32(np.float16(beta)), 0))
 
 
 @pytest.mark.parametrize("fill", [-1, 0, 1])
 def test_tq_extremes_round_trip(fill):
     codes = np.full((2, 512), fill, dtype=np.int8)
-    for pack, unpack in (
-        (ternary.pack_tq2_0, ternary.unpack_tq2_0),
-        (ternary.pack_tq1_0, ternary.unpack_tq1_0),
+    for pack, qtype in (
+        (ternary.pack_tq2_0, gguf.GGMLQuantizationType.TQ2_0),
+        (ternary.pack_tq1_0, gguf.GGMLQuantizationType.TQ1_0),
     ):
-        back, _ = unpack(pack(codes, 0.25), 2, 512)
-        np.testing.assert_array_equal(back, codes)
+        values = gguf.quants.dequantize(pack(codes, 0.25), qtype)
+        np.testing.assert_array_equal(values, codes.astype(np.float32) * 0.25)
+
+
+def test_tq_blocks_with_zero_scale_load_like_scaled_ones(converted, tmp_path):
+    """An all-zero block gets d = 0 from gguf-py (d = beta before): the engine reads both
+    the same, because a zero block contributes nothing whatever its scale."""
+    from gguf_builders import write_gguf_copy
+
+    src = converted("2b4t-packed", "tq2_0", "f16")
+    reader = gguf.GGUFReader(src)
+    q = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
+    rows = int(q.shape[1])
+    data = np.array(q.data, dtype=np.uint8).reshape(rows, -1)
+    values = gguf.quants.dequantize(data, gguf.GGMLQuantizationType.TQ2_0)
+    beta = float(np.abs(values).max())
+    codes = np.rint(values / beta).astype(np.int8)
+    codes[0, :256] = 0
+    variants = []
+    for zero_scale in (True, False):
+        packed = ternary.pack_tq2_0(codes, beta)
+        if not zero_scale:
+            packed[0, 64:66] = np.array([np.float16(beta)]).view(np.uint8)
+        out = write_gguf_copy(tmp_path / f"v{zero_scale}.gguf", src, replace={q.name: packed})
+        variants.append(bitnet.load(out).logits(list(range(3, 30, 3))))
+    np.testing.assert_array_equal(variants[0], variants[1])
 
 
 def test_i2_s_layout_follows_the_spec():
@@ -99,7 +164,6 @@ def test_hf_packing_matches_transformers():
 
     codes = random_codes(64, 48)
     packed = pack_weights(torch.from_numpy(codes.copy()).to(torch.int8)).numpy()
-    np.testing.assert_array_equal(ternary.hf_pack(codes), packed)
     np.testing.assert_array_equal(ternary.hf_unpack(packed, 64), codes)
     unpacked = unpack_weights(torch.from_numpy(packed), dtype=torch.float32).numpy()
     np.testing.assert_array_equal(ternary.hf_unpack(packed, 64), unpacked.astype(np.int8))

@@ -36,6 +36,7 @@ void init_kernels(py::module_& m) {
         }
         d["available_isas"] = available;
         d["hardware_threads"] = ThreadPool::hardware_threads();
+        d["default_threads"] = ThreadPool::default_threads();
         return d;
     }, "What this CPU supports and which kernels were chosen.");
 

@@ -44,7 +44,7 @@ const uint8_t* mask_of(int64_t n_vocab, const py::object& allowed, U8Array* keep
 class BatchSampler {
  public:
     explicit BatchSampler(int n_threads)
-        : pool_(n_threads > 0 ? n_threads : ThreadPool::hardware_threads()) {}
+        : pool_(n_threads > 0 ? n_threads : ThreadPool::default_threads()) {}
     int n_threads() const { return pool_.n_threads(); }
 
     py::tuple sample(const py::list& samplers, const F32Array& logits, const py::object& allowed,

@@ -19,7 +19,7 @@ namespace {
 
 int checked_threads(int n) {
     BITNET_CHECK(n >= 0 && n <= 1024, ShapeError, "n_threads must be in [0, 1024], got ", n);
-    return n > 0 ? n : ThreadPool::hardware_threads();
+    return n > 0 ? n : ThreadPool::default_threads();
 }
 
 // Rotates one head in place with the precomputed cos/sin pairs cs[2i], cs[2i+1] (RopeStyle).

@@ -16,7 +16,7 @@
 namespace bitnet {
 namespace {
 
-int resolve_threads(int n) { return n > 0 ? n : ThreadPool::hardware_threads(); }
+int resolve_threads(int n) { return n > 0 ? n : ThreadPool::default_threads(); }
 
 // Requantizes the output layer to Q8 blocks, rows split over the threads of pool. The source
 // rows' pages are released chunk by chunk, so the float copy never becomes resident as a whole.

@@ -2,6 +2,16 @@
 #include "runtime/thread_pool.h"
 
 #include <chrono>
+#include <fstream>
+#include <set>
+#include <string>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 namespace bitnet {
 namespace {
@@ -21,6 +31,38 @@ constexpr auto kSpin = std::chrono::microseconds(200);
 int ThreadPool::hardware_threads() {
     const unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : static_cast<int>(n);
+}
+
+int ThreadPool::default_threads() {
+#if defined(__linux__)
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+        // One core per distinct sibling list among the CPUs we may run on. A CPU whose topology
+        // is unreadable counts as a core of its own.
+        std::set<std::string> cores;
+        int n_allowed = 0;
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+            if (!CPU_ISSET(cpu, &allowed)) continue;
+            ++n_allowed;
+            const std::string dir =
+                "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+            std::string siblings;
+            for (const char* name : {"core_cpus_list", "thread_siblings_list"}) {
+                std::ifstream f(dir + name);
+                if (f && std::getline(f, siblings) && !siblings.empty()) break;
+                siblings.clear();
+            }
+            cores.insert(siblings.empty() ? "cpu" + std::to_string(cpu) : siblings);
+        }
+        if (n_allowed > 0) return static_cast<int>(cores.size());
+    }
+#elif defined(__APPLE__)
+    int n = 0;
+    size_t size = sizeof(n);
+    if (sysctlbyname("hw.physicalcpu", &n, &size, nullptr, 0) == 0 && n > 0) return n;
+#endif
+    return hardware_threads();
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {

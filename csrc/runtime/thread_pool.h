@@ -41,6 +41,14 @@ class ThreadPool {
     // The number of hardware threads (at least 1).
     static int hardware_threads();
 
+    // The default thread count of a forward pass: the physical cores this process may run on
+    // (its CPU affinity), counting SMT siblings once, as llama.cpp does. Token generation is
+    // bound by memory bandwidth, which a second hardware thread per core does not add, while
+    // the fork-join barrier of every region waits for the slowest thread, and two siblings
+    // sharing one core each run at about half speed. Falls back to hardware_threads() where
+    // the topology is not readable (non-Linux, no /sys).
+    static int default_threads();
+
  private:
     void worker(int index);
 

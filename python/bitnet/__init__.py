@@ -38,8 +38,9 @@ def cpu_info() -> dict[str, object]:
     Returns:
         A dict with ``brand`` (the CPU's name), ``features`` (e.g. ``"x86_64 avx2 fma f16c"``),
         ``isa`` (the kernels in use: ``ref``, ``avx2``, ``avx512``, ``avx512vnni``, ``avx512vbmi``,
-        ``neon``, ``dotprod`` or ``i8mm``; lowered with the
-        environment variable ``BITNET_ISA``), ``available_isas`` and ``hardware_threads``.
+        ``neon``, ``dotprod`` or ``i8mm``; lowered with the environment variable ``BITNET_ISA``),
+        ``available_isas``, ``hardware_threads`` and ``default_threads`` (the physical cores,
+        the default ``n_threads``).
 
     Example:
         >>> bitnet.cpu_info()["isa"]  # doctest: +SKIP

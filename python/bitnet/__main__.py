@@ -1,10 +1,10 @@
-"""``python -m bitnet``: the same as the ``bitnet`` command."""
+"""``python -m bitnet``: the ``bitnet`` command line."""
 
 from __future__ import annotations
 
 import sys
 
-from .cli import main
+from bitnet.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -74,28 +74,40 @@ def generate(
 ) -> str:
     """Continues a prompt with a model, loading it on first use.
 
+    Generation ends after max_tokens tokens, at the model's end-of-sequence or end-of-turn
+    token, at the first stop string, or when the context (the model's training context) is
+    full. For the reason it ended, timings or log-probabilities, load the model with
+    :func:`bitnet.load` and use :meth:`Model.complete`; to stream, :meth:`Model.stream`.
+
     Args:
-        prompt: The text to continue (special-token text is read as special tokens; the BOS
-            token is added when the model asks for it), or token ids.
-        model: A loaded :class:`Model`, a .gguf path, a hub repository ("owner/repo") or a
-            registry name ("bitnet-2b4t"); None uses the model bundled with the package. A
-            model named by path or name is loaded once and kept for the next call.
+        prompt: The text to continue (special-token text such as ``"<|eot_id|>"`` is read as
+            the special token; the BOS token is added when the model asks for it), or token
+            ids.
+        model: A loaded :class:`Model`, a .gguf path, a hub repository ("owner/repo",
+            downloaded on first use and converted once if it is a checkpoint, then used from
+            the cache) or a registry name ("bitnet-2b4t", see ``bitnet models --known``); None
+            uses the small model bundled with the package. A model named by path or name is
+            loaded once and kept for the next call with the same name.
         revision: Hub branch, tag or commit, when model is a hub name.
         max_tokens: Most tokens to generate (0: only process the prompt).
-        temperature: Divides the logits; 0 means greedy (always the likeliest token).
-        top_k: Sample among the k likeliest tokens (0: all).
-        top_p: Sample among the likeliest tokens whose probabilities add up to top_p (1: all).
-        min_p: Drop tokens less likely than min_p times the likeliest one (0: none).
-        repeat_penalty: Penalty for tokens among the last repeat_last_n (1: none): a positive
-            logit is divided by it, a negative one multiplied.
-        repeat_last_n: How many recent tokens (prompt included) the repeat penalty looks at.
+        temperature: Divides the logits before sampling; 0 is greedy (always the likeliest
+            token), higher is more random (0 to 10000).
+        top_k: Sample among the k likeliest tokens only (0: all of them).
+        top_p: Sample among the likeliest tokens whose probabilities add up to top_p (in
+            (0, 1]; 1: all).
+        min_p: Drop tokens less likely than min_p times the likeliest one (0 to 1; 0: none).
+        repeat_penalty: Penalty for tokens among the last repeat_last_n (> 0; 1: none): a
+            positive logit is divided by it, a negative one multiplied.
+        repeat_last_n: How many recent tokens (prompt included) the repeat penalty looks at
+            (0: none).
         presence_penalty: OpenAI's: subtracted once from the logit of every token generated so
-            far (-2 to 2).
+            far (-2 to 2; 0: none).
         frequency_penalty: OpenAI's: subtracted from a token's logit once per time it was
-            generated so far (-2 to 2).
-        seed: Seed of the random draw: the same seed gives the same text. None draws a fresh
-            one.
-        stop: A string or strings that end generation (not included), even across tokens.
+            generated so far (-2 to 2; 0: none).
+        seed: Seed of the random draws: the same seed, prompt and options give the same text,
+            alone or batched with other requests. None draws a fresh seed each call.
+        stop: A string, or strings, that end generation when they appear (even across tokens);
+            the stop string itself is not returned.
         ignore_eos: Keep going past end-of-sequence tokens (for benchmarks).
         logprobs: Compute log-probabilities (use :meth:`Model.complete` to read them).
         top_logprobs: Also the likeliest alternatives per token (0 to 20).
@@ -103,15 +115,20 @@ def generate(
             True: any JSON object).
 
     Returns:
-        The generated text.
+        The generated text (without the prompt).
 
     Raises:
-        BitnetError: No model was named and none is bundled, or it cannot be loaded.
         ParameterError: An option is out of range or of the wrong type (names it).
         ContextLengthError: The prompt is longer than the model's context.
+        HubError: A hub model is not cached and cannot be downloaded (says why).
+        FormatError, UnsupportedError: The model file is malformed, or not supported.
+        BitnetError: No model was named and this build bundles none.
+        FileNotFoundError: model names a local file that does not exist.
 
     Example:
         >>> import bitnet
+        >>> bitnet.generate("In the beginning", max_tokens=8, seed=1)  # doctest: +SKIP
+        ' God created the heaven and the earth.'
         >>> bitnet.generate("The capital of France is", model="bitnet-2b4t-gguf")  # doctest: +SKIP
         ' Paris.'
     """

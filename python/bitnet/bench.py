@@ -48,7 +48,16 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["BenchResult", "measure_read_bandwidth", "run_bench", "to_json", "to_markdown"]
+__all__ = [
+    "BenchResult",
+    "add_parser",
+    "measure_read_bandwidth",
+    "params_text",
+    "run",
+    "run_bench",
+    "to_json",
+    "to_markdown",
+]
 
 
 @dataclass
@@ -514,6 +523,14 @@ def _size_text(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
+def params_text(n: int) -> str:
+    """A parameter count as llama-bench prints it: '2.41 B', '4.70 M', '850.00 K'."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return str(n)
+
+
 def to_markdown(report: BenchReport) -> str:
     """The report as a llama-bench style markdown table with a header of context lines."""
     lines = [
@@ -521,7 +538,7 @@ def to_markdown(report: BenchReport) -> str:
         f"CPU {report.cpu} ({report.hardware_threads} hardware threads), kernels {report.isa}",
         (
             f"model {report.model_path}: {report.model_name}, {report.weight_types}, "
-            f"{_size_text(report.model_size_bytes)}, {report.model_params / 1e9:.2f} B "
+            f"{_size_text(report.model_size_bytes)}, {params_text(report.model_params)} "
             f"parameters, {report.bytes_read_per_token / (1 << 20):.0f} MiB of weights read "
             f"per token ({report.bytes_read_note})"
         ),
@@ -549,7 +566,7 @@ def to_markdown(report: BenchReport) -> str:
         cells = [
             report.model_name,
             _size_text(report.model_size_bytes),
-            f"{report.model_params / 1e9:.2f} B",
+            params_text(report.model_params),
             report.isa,
             str(r.threads),
             r.test,
@@ -560,3 +577,166 @@ def to_markdown(report: BenchReport) -> str:
         cells += [gbps, pct]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# -- the `bitnet bench` command (bitnet.cli registers it through add_parser/run) ---------------
+
+
+def _int_list(what: str, low: int) -> Any:
+    """An argparse type: comma-separated integers, each at least low."""
+    import argparse
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}, got {text!r}"
+            ) from None
+        if not values or any(v < low for v in values):
+            raise argparse.ArgumentTypeError(f"{what} must be {low} or more, got {text!r}")
+        return values
+
+    return parse
+
+
+def _membw(text: str) -> float | str:
+    import argparse
+
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a bandwidth in GB/s, got {text!r}")
+    return value
+
+
+def add_parser(sub: Any) -> Any:
+    """Adds ``bitnet bench`` to the command line's subcommands."""
+    from .cli._common import add_model_options, int_at_least
+
+    b = sub.add_parser(
+        "bench",
+        help="measure prompt and generation speed, like llama-bench",
+        description="Prompt processing (pp) and generation (tg) speed in tokens/s: median "
+        "and spread over repetitions, per thread count (docs/benchmarks.md).",
+    )
+    add_model_options(b, runs=False)
+    b.add_argument(
+        "-p",
+        "--n-prompt",
+        type=int_at_least(0),
+        default=128,
+        metavar="N",
+        help="prompt tokens of the pp test, 0 skips it (default 128)",
+    )
+    b.add_argument(
+        "-n",
+        "--n-gen",
+        type=int_at_least(0),
+        default=64,
+        metavar="N",
+        help="tokens of the tg test, 0 skips it (default 64)",
+    )
+    b.add_argument(
+        "-t",
+        "--threads",
+        type=_int_list("thread counts", 1),
+        default=None,
+        metavar="N[,N...]",
+        help="comma-separated thread counts (default: the physical cores)",
+    )
+    b.add_argument(
+        "-r", "--reps", type=int_at_least(1), default=3, metavar="N", help="repetitions (default 3)"
+    )
+    b.add_argument(
+        "-o", "--output", choices=["md", "json"], default="md", help="output format (default md)"
+    )
+    b.add_argument(
+        "--membw",
+        type=_membw,
+        default=None,
+        metavar="auto|GBPS",
+        help="read bandwidth to compare tg with: 'auto' measures it, or a number in GB/s",
+    )
+    b.add_argument(
+        "--isa",
+        default=None,
+        help="force a lower kernel ISA (ref, avx2, avx512, avx512vnni, avx512vbmi, neon, dotprod)",
+    )
+    b.add_argument(
+        "--kernel",
+        choices=["mad", "lut", "t3"],
+        default=None,
+        help="force a ternary kernel family (t3: 1.67 bits per weight, avx512vbmi)",
+    )
+    b.add_argument(
+        "--output-type",
+        choices=["auto", "q8_0", "f32"],
+        default=None,
+        help="output layer computation (default: the model's auto choice)",
+    )
+    b.add_argument(
+        "-d",
+        "--depth",
+        type=_int_list("depths", 0),
+        default=[0],
+        metavar="N[,N...]",
+        help="comma-separated context depths: tokens already in the cache before each test, "
+        "like llama-bench -d (default 0)",
+    )
+    b.add_argument(
+        "--parallel",
+        type=_int_list("sequence counts", 1),
+        default=None,
+        metavar="B[,B...]",
+        help="batched tests instead, like llama-batched-bench: B sequences with a prompt of -p "
+        "tokens each, then -n tokens generated for each, all B in every step; aggregate and "
+        "per-sequence tokens/s",
+    )
+    b.add_argument(
+        "--kv-cache",
+        choices=["f16", "q8_0", "f32"],
+        default="f16",
+        help="KV cache type (default f16)",
+    )
+    b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    b.set_defaults(func=run)
+    return b
+
+
+def run(args: Any) -> int:
+    """Runs ``bitnet bench`` with parsed arguments; prints the report to stdout."""
+    import sys
+
+    from . import hub
+    from .cli._common import ArgumentError, model_name
+
+    if args.n_prompt == 0 and args.n_gen == 0:
+        raise ArgumentError("-p/-n", "-p and -n are both 0: nothing to measure")
+    name = model_name(args)
+    if hub.is_hub_name(name):
+        name = os.fspath(hub.resolve(name, revision=args.revision, progress=not args.quiet))
+    err = sys.stderr
+    report = run_bench(
+        name,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        threads=args.threads or [int(_core.cpu_info()["default_threads"])],
+        reps=args.reps,
+        seed=args.seed,
+        membw=args.membw,
+        isa=args.isa,
+        kernel=args.kernel,
+        output_type=args.output_type,
+        depths=args.depth,
+        parallel=args.parallel or (),
+        kv_cache=args.kv_cache,
+        progress=None if args.quiet else (lambda line: print(line, file=err, flush=True)),
+    )
+    sys.stdout.write(to_json(report) + "\n" if args.output == "json" else to_markdown(report))
+    return 0

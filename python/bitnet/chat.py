@@ -1,5 +1,10 @@
 """Chat templates: the Jinja2 template stored with a model, rendered in a sandbox.
 
+A model without a template of its own (``tokenizer.chat_template``) is given
+:data:`DEFAULT_CHAT_TEMPLATE`, a plain-text, role-tagged layout that any tokenizer can encode
+(no special tokens), with :data:`DEFAULT_CHAT_STOP` ending each reply; the command line and the
+server both use it.
+
 The environment is set up like Hugging Face transformers' ``apply_chat_template`` so that the
 templates written for it render the same text here: blocks trim their newline and leading
 whitespace, ``loopcontrols`` is on, ``tojson`` keeps non-ASCII characters, templates may call
@@ -18,7 +23,31 @@ from typing import Any
 
 from .errors import FormatError
 
-__all__ = ["TemplateError", "render_chat_template"]
+__all__ = ["DEFAULT_CHAT_STOP", "DEFAULT_CHAT_TEMPLATE", "TemplateError", "render_chat_template"]
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] | trim }}\n\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+"""The chat template of models that have none: each message as ``Role: text`` and a blank line,
+then ``Assistant:`` to open the reply. Rendered, a system prompt and one question read::
+
+    System: You are concise.
+
+    User: Name a prime number.
+
+    Assistant:
+
+Plain text in a form base models have seen in their training data (dialogues, transcripts),
+so any tokenizer encodes it and any model can continue it; a model never trained on it will
+not end its turn with an end-of-sequence token, so replies also end at :data:`DEFAULT_CHAT_STOP`.
+"""
+
+DEFAULT_CHAT_STOP = ("\nUser:", "\nSystem:", "\nAssistant:")
+"""Stop strings that end a reply under :data:`DEFAULT_CHAT_TEMPLATE`: the model starting the
+next turn itself."""
 
 
 class TemplateError(FormatError):

@@ -9,9 +9,11 @@ work starts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .chat import DEFAULT_CHAT_STOP
 from .engine import Completion, RequestHandle, SamplingParams
 from .engine.results import Chunk
 from .errors import QueueFullError
@@ -77,6 +79,8 @@ class GenerationMixin:
         def engine(self) -> Engine: ...
         @property
         def tokenizer(self) -> Tokenizer: ...
+        @property
+        def chat_template_is_default(self) -> bool: ...
         def apply_chat_template(
             self,
             messages: Sequence[Message],
@@ -553,6 +557,9 @@ class GenerationMixin:
     def _submit_chat(
         self, messages: Sequence[Message], chat_template: str | None, params: SamplingParams
     ) -> RequestHandle:
+        if chat_template is None and self.chat_template_is_default:
+            # The default template's replies end where the model starts the next turn.
+            params = dataclasses.replace(params, stop=(*params.stop, *DEFAULT_CHAT_STOP))
         prompt = self.apply_chat_template(messages, chat_template=chat_template)
         return self._submit_params(
             prompt, params, strip_leading_space=self.tokenizer.strip_leading_space

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .chat import render_chat_template
+from .chat import DEFAULT_CHAT_TEMPLATE, render_chat_template
 from .checks import (
     check_load_options,
     check_memory,
@@ -184,6 +184,13 @@ class Model(GenerationMixin):
         value = self._core.file.get("tokenizer.chat_template")
         return value if isinstance(value, str) and value else None
 
+    @property
+    def chat_template_is_default(self) -> bool:
+        """True when the file has no chat template, so that chats use
+        :data:`bitnet.chat.DEFAULT_CHAT_TEMPLATE` (and end replies at its
+        :data:`~bitnet.chat.DEFAULT_CHAT_STOP` strings)."""
+        return self.chat_template is None
+
     def _live_pool(self) -> SessionPool:
         if self._pool is None:
             raise BitnetError(f"{self.path}: the model has been closed")
@@ -278,25 +285,22 @@ class Model(GenerationMixin):
     ) -> str:
         """The prompt text for a conversation, rendered with the model's chat template.
 
+        A model without a template of its own uses :data:`bitnet.chat.DEFAULT_CHAT_TEMPLATE`
+        (see :attr:`chat_template_is_default`).
+
         Args:
             messages: Dicts with "role" ("system", "user", "assistant") and "content".
             add_generation_prompt: End with the text that opens the assistant's turn.
             chat_template: A Jinja2 template to use instead of the model's own.
 
         Raises:
-            UnsupportedError: The model has no chat template and none was given.
             TemplateError: The template fails or rejects the messages.
 
         Example:
             >>> model.apply_chat_template([{"role": "user", "content": "Hi"}])  # doctest: +SKIP
             '<|begin_of_text|>User: Hi<|eot_id|>Assistant: '
         """
-        template = chat_template or self.chat_template
-        if template is None:
-            raise UnsupportedError(
-                f"{self.path}: the model has no chat template (tokenizer.chat_template); pass "
-                "chat_template=... or use generate()"
-            )
+        template = chat_template or self.chat_template or DEFAULT_CHAT_TEMPLATE
         tok = self.tokenizer
         return render_chat_template(
             template,
@@ -459,7 +463,8 @@ def load(
             training context).
         n_batch: Most tokens per forward pass (one engine step: the decodes of every running
             sequence plus chunks of prompts; at least n_parallel).
-        n_threads: Threads of each forward pass (None: every hardware thread).
+        n_threads: Threads of each forward pass (None: the physical cores this process may
+            run on, SMT siblings counted once, as llama.cpp does).
         kv_cache: KV-cache storage: ``"f16"`` (the default: half of f32's memory),
             ``"q8_0"`` (int8 blocks of 32 with a scale, like llama.cpp's ``--cache-type-k
             q8_0``: about a quarter) or ``"f32"``. Attention math stays float.

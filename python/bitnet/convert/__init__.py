@@ -4,6 +4,8 @@ Example:
     >>> import bitnet
     >>> bitnet.convert("path/to/bitnet-b1.58-2B-4T", "2b4t.gguf")  # doctest: +SKIP
     PosixPath('2b4t.gguf')
+    >>> bitnet.convert("microsoft/bitnet-b1.58-2B-4T", "2b4t.gguf")  # doctest: +SKIP
+    PosixPath('2b4t.gguf')
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import os
 from pathlib import Path
 
 from ..errors import FormatError
-from .hf import EMBEDDING_TYPES, WEIGHT_TYPES, convert_checkpoint
 
 __all__ = ["EMBEDDING_TYPES", "WEIGHT_TYPES", "convert"]
+
+WEIGHT_TYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "f32")
+EMBEDDING_TYPES = ("f16", "f32", "bf16")
 
 
 def convert(
@@ -26,17 +30,21 @@ def convert(
     tokenizer: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    revision: str | None = None,
 ) -> Path:
-    """Converts a Hugging Face BitNet checkpoint directory into one GGUF file.
+    """Converts a Hugging Face BitNet checkpoint into one GGUF file.
 
     Supported layouts (decided from config.json and the tensors present): microsoft's 2B4T in
     packed and bf16 master-weight form, 1bitLLM's BitnetForCausalLM, and LlamaForCausalLM
     BitLinear checkpoints (HF1BitLLM, Falcon3-1.58bit). Tensors are streamed one at a time.
 
     Args:
-        src: Directory with config.json, model.safetensors (or shards and an index) and the
-            tokenizer files.
-        dst: Output file. Written atomically (to ``dst.part``, then renamed).
+        src: A checkpoint directory (config.json, model.safetensors or shards with their
+            index, tokenizer files), or a Hugging Face repository ("owner/repo") or registry
+            name, whose checkpoint files are taken from huggingface_hub's cache or downloaded.
+        dst: Output file, in an existing directory. Written to a temporary file of its own
+            beside it, then renamed: dst never holds a partial file, even when the conversion
+            fails or is interrupted.
         weight_type: Storage of the ternary weights: "tq2_0" (default, llama.cpp's 2.06-bit
             type), "tq1_0" (1.69 bits), "i2_s" (bitnet.cpp's type), or "f16"/"f32" (ternary
             values in floats). Rows whose length is not a multiple of 256 cannot be TQ2_0/TQ1_0
@@ -45,27 +53,58 @@ def convert(
         tokenizer: Directory holding the tokenizer, when src has none (HF1BitLLM's checkpoints
             use Meta-Llama-3's tokenizer).
         overwrite: Replace dst if it exists.
-        progress: Show a progress bar.
+        progress: Show a progress bar (and download progress for a hub src).
+        revision: Hub branch, tag or commit, when src is a hub name.
 
     Returns:
         The path of the written file.
 
     Raises:
-        FormatError: The checkpoint is malformed (missing tensors, wrong shapes, bad config).
+        FormatError: The checkpoint is malformed (missing tensors, wrong shapes, bad config,
+            unreadable tokenizer): the message names the file, key or tensor.
         UnsupportedError: The checkpoint is well-formed but not a layout bitnet can run.
+        ParameterError: weight_type or embedding_type is not one of the choices.
+        HubError: src is a hub name that is neither cached nor downloadable.
         FileExistsError: dst exists and overwrite is False.
+        FileNotFoundError: dst's directory does not exist.
     """
     src_path = Path(src)
     dst_path = Path(dst)
+    label = dst_path.name
+    model_name: str | None = None
+    tok_path = Path(tokenizer) if tokenizer is not None else None
     if not src_path.is_dir():
-        raise FormatError(f"{src_path}: not a directory (expected a Hugging Face checkpoint)")
-    if dst_path.exists() and not overwrite:
-        raise FileExistsError(f"{dst_path} exists (pass overwrite=True to replace it)")
+        from .. import hub
+
+        name = os.fspath(src)
+        if not src_path.exists() and hub.is_hub_name(name):
+            src_path, hub_tokenizer = hub.checkpoint_dir(name, revision=revision, progress=progress)
+            tok_path = tok_path or hub_tokenizer
+            entry = hub.find_model(name)
+            label = model_name = entry.repo if entry is not None else name
+        elif src_path.exists():
+            raise FormatError(f"{src_path}: not a directory (expected a Hugging Face checkpoint)")
+        else:
+            raise FileNotFoundError(
+                f"{src_path}: no such directory (a Hugging Face checkpoint directory or an "
+                "'owner/repo' name)"
+            )
+    elif revision is not None:
+        from ..errors import ParameterError
+
+        raise ParameterError(
+            "revision", f"revision applies to hub names, but {os.fspath(src)!r} is a directory"
+        )
+    from .hf import convert_checkpoint  # gguf-py and numpy: imported when converting
+
     return convert_checkpoint(
         src_path,
         dst_path,
         weight_type=weight_type,
         embedding_type=embedding_type,
-        tokenizer=Path(tokenizer) if tokenizer is not None else None,
+        tokenizer=tok_path,
+        overwrite=overwrite,
         progress=progress,
+        label=label,
+        model_name=model_name,
     )

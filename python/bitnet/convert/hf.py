@@ -23,7 +23,6 @@ tensor (in float32) whatever the model size.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,15 +32,15 @@ from typing import Any, cast
 import gguf
 import numpy as np
 
-from ..errors import FormatError, UnsupportedError
-from . import ternary
+from ..errors import FormatError, ParameterError, UnsupportedError
+from . import EMBEDDING_TYPES, WEIGHT_TYPES, ternary
+from .atomic import atomic_output
+from .config import Hyper, Layout, detect_layout, read_config, read_hyper
+from .names import TensorNames
 from .safetensors_io import Checkpoint, TensorRef
 from .vocab import read_tokenizer
 
 __all__ = ["EMBEDDING_TYPES", "WEIGHT_TYPES", "convert_checkpoint"]
-
-WEIGHT_TYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "f32")
-EMBEDDING_TYPES = ("f16", "f32", "bf16")
 
 # bitnet.cpp's I2_S: ggml type 36 in its fork (a number upstream ggml has retired), file type 40.
 I2_S_TYPE = 36
@@ -60,40 +59,6 @@ _BLOCK_SCALED = (
     int(gguf.GGMLQuantizationType.Q1_0),
 )
 
-_ATTN = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output"}
-_MLP = {"gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What kind of checkpoint this is and how to write it."""
-
-    name: str
-    arch: str  # GGUF architecture written
-    activation: str  # "relu2" | "silu"
-    attn_sub_norm: str | None  # HF name of the sub-norm before o_proj, under self_attn.
-    ffn_sub_norm: str | None  # HF name of the sub-norm before down_proj, under mlp.
-    scale_multiplies: bool  # packed weights: weight_scale is beta (True) or 1/beta (False)
-    binary: bool
-
-
-@dataclass(frozen=True)
-class Hyper:
-    """The hyperparameters read from config.json."""
-
-    n_embd: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    n_ff: int
-    n_vocab: int
-    n_ctx: int
-    rms_eps: float
-    rope_theta: float
-    rope_scaling_factor: float | None
-    tied: bool
-
 
 @dataclass
 class PlannedTensor:
@@ -102,143 +67,6 @@ class PlannedTensor:
     qtype: int
     nbytes: int
     produce: Callable[[], np.ndarray] = field(repr=False)
-
-
-def _get(cfg: dict[str, Any], key: str, path: Path) -> Any:
-    if key not in cfg:
-        raise FormatError(f"{path}: missing key '{key}'")
-    return cfg[key]
-
-
-def _positive_int(cfg: dict[str, Any], key: str, path: Path, default: int | None = None) -> int:
-    value = cfg.get(key, default) if default is not None else _get(cfg, key, path)
-    if value is None and default is not None:
-        value = default
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise FormatError(f"{path}: key '{key}' must be a positive integer, found {value!r}")
-    return value
-
-
-def read_config(src: Path) -> dict[str, Any]:
-    path = src / "config.json"
-    if not path.is_file():
-        raise FormatError(f"{src}: not a Hugging Face checkpoint directory (no config.json)")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(cfg, dict):
-        raise FormatError(f"{path}: expected a JSON object")
-    return cfg
-
-
-def detect_layout(cfg: dict[str, Any], ckpt: Checkpoint, src: Path) -> Layout:
-    """Decides the checkpoint layout from config.json and the tensors present."""
-    archs = cfg.get("architectures") or []
-    arch = archs[0] if isinstance(archs, list) and archs else None
-    qc = cfg.get("quantization_config") or {}
-    if not isinstance(qc, dict):
-        raise FormatError(f"{src / 'config.json'}: quantization_config must be an object")
-    if qc.get("use_rms_norm"):
-        raise UnsupportedError(
-            f"{src}: quantization_config.use_rms_norm (an RMSNorm inside every BitLinear) is not "
-            "supported yet"
-        )
-    binary = qc.get("weight_quant", cfg.get("weight_quant")) == "binary"
-    multiplies = qc.get("linear_class", "bitlinear") == "autobitlinear"
-    act = str(cfg.get("hidden_act", "silu"))
-    if act not in ("relu2", "silu"):
-        raise UnsupportedError(f"{src}: hidden_act '{act}' is not supported (relu2, silu)")
-    layer0 = "model.layers.0."
-    if arch == "BitNetForCausalLM":
-        sub = ("attn_sub_norm", "ffn_sub_norm")
-        name, gguf_arch = "bitnet-2b4t", "bitnet"
-    elif arch == "BitnetForCausalLM":
-        sub = ("inner_attn_ln", "ffn_layernorm")
-        name, gguf_arch = "1bitllm", "bitnet"
-    elif arch == "LlamaForCausalLM":
-        if qc.get("quant_method") != "bitnet":
-            raise UnsupportedError(
-                f"{src}: a LlamaForCausalLM without quantization_config.quant_method 'bitnet' is "
-                "a full-precision model, not a BitNet checkpoint"
-            )
-        sub = ("attn_sub_norm", "ffn_sub_norm")
-        name, gguf_arch = "llama-bitlinear", "llama"
-    else:
-        raise UnsupportedError(
-            f"{src}: architecture {arch!r} is not supported (supported: BitNetForCausalLM, "
-            "BitnetForCausalLM, LlamaForCausalLM with a bitnet quantization_config)"
-        )
-    attn_sub = sub[0] if f"{layer0}self_attn.{sub[0]}.weight" in ckpt else None
-    ffn_sub = sub[1] if f"{layer0}mlp.{sub[1]}.weight" in ckpt else None
-    if gguf_arch == "bitnet" and (attn_sub is None or ffn_sub is None):
-        missing = f"self_attn.{sub[0]}" if attn_sub is None else f"mlp.{sub[1]}"
-        raise FormatError(
-            f"{src}: missing tensor '{layer0}{missing}.weight' ({arch} has sub-norms)"
-        )
-    if gguf_arch == "llama" and (attn_sub or ffn_sub):
-        raise UnsupportedError(f"{src}: a LlamaForCausalLM with sub-norms is not a known layout")
-    return Layout(name, gguf_arch, act, attn_sub, ffn_sub, multiplies, binary)
-
-
-def read_hyper(cfg: dict[str, Any], ckpt: Checkpoint, src: Path) -> Hyper:
-    path = src / "config.json"
-    n_embd = _positive_int(cfg, "hidden_size", path)
-    n_heads = _positive_int(cfg, "num_attention_heads", path)
-    n_kv = _positive_int(cfg, "num_key_value_heads", path, n_heads)
-    head_dim_default = n_embd // n_heads
-    head_dim = _positive_int(cfg, "head_dim", path, head_dim_default)
-    if n_heads % n_kv:
-        raise FormatError(
-            f"{path}: num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv}"
-        )
-    if head_dim % 2:
-        raise FormatError(f"{path}: head size {head_dim} must be even for RoPE")
-    rope = cfg.get("rope_parameters") or {}
-    theta = cfg.get(
-        "rope_theta", rope.get("rope_theta", 10000.0) if isinstance(rope, dict) else 10000.0
-    )
-    if not isinstance(theta, (int, float)) or isinstance(theta, bool) or not theta > 1:
-        raise FormatError(f"{path}: rope_theta {theta!r} must be a number greater than 1")
-    scaling: dict[str, Any] = cfg.get("rope_scaling") or (rope if isinstance(rope, dict) else {})
-    rope_type = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
-    factor: float | None = None
-    if rope_type == "linear":
-        factor = float(scaling.get("factor", 1.0))
-    elif rope_type not in (None, "default"):
-        raise UnsupportedError(
-            f"{path}: RoPE scaling '{rope_type}' is not supported (default, linear)"
-        )
-    embed = ckpt["model.embed_tokens.weight"]
-    if len(embed.shape) != 2 or embed.shape[1] != n_embd:
-        raise FormatError(
-            f"{embed.path}: tensor '{embed.name}' has shape {list(embed.shape)}, "
-            f"expected [vocab, {n_embd}]"
-        )
-    n_vocab = embed.shape[0]
-    if "vocab_size" in cfg and cfg["vocab_size"] != n_vocab:
-        raise FormatError(
-            f"{path}: vocab_size {cfg['vocab_size']} differs from the "
-            f"{n_vocab} rows of model.embed_tokens.weight"
-        )
-    tied = "lm_head.weight" not in ckpt or bool(cfg.get("tie_word_embeddings", False))
-    eps = cfg.get("rms_norm_eps", 1e-6)
-    if not isinstance(eps, (int, float)) or not 0 <= eps < 1:
-        raise FormatError(f"{path}: rms_norm_eps {eps!r} is out of range")
-    return Hyper(
-        n_embd=n_embd,
-        n_layers=_positive_int(cfg, "num_hidden_layers", path),
-        n_heads=n_heads,
-        n_kv_heads=n_kv,
-        head_dim=head_dim,
-        n_ff=_positive_int(cfg, "intermediate_size", path),
-        n_vocab=n_vocab,
-        n_ctx=_positive_int(cfg, "max_position_embeddings", path, 2048),
-        rms_eps=float(eps),
-        rope_theta=float(theta),
-        rope_scaling_factor=factor,
-        tied=tied,
-    )
 
 
 def _expect_shape(ref: TensorRef, shape: tuple[int, ...]) -> None:
@@ -299,24 +127,39 @@ def linear_codes(
     return ternary.binarize(w) if layout.binary else ternary.absmean_quantize(w)
 
 
+def _fits_fp16(value: float) -> bool:
+    with np.errstate(over="ignore", under="ignore"):
+        half = np.float16(value)
+    return bool(np.isfinite(half) and half != 0)
+
+
 def _encode_linear(
-    codes: np.ndarray, beta: float, weight_type: str, binary: bool
+    codes: np.ndarray, beta: float, weight_type: str, binary: bool, where: str
 ) -> tuple[int, np.ndarray]:
-    """(ggml type id, bytes or float array) of a BitLinear weight, with the documented fallbacks."""
+    """(ggml type id, bytes or float array) of a BitLinear weight, with the documented fallbacks.
+
+    Block types and F16 store beta as an fp16 number; a beta fp16 cannot hold (beyond 65504, or
+    below 2^-24) is an UnsupportedError naming the tensor (`where`) rather than wrong weights.
+    """
     n_in = codes.shape[1]
-    if binary:
-        if n_in % ternary.QK1_0 == 0:
-            return int(gguf.GGMLQuantizationType.Q1_0), ternary.pack_q1_0(codes, beta)
-        weight_type = "f16"  # sign values in F16 keep the model exact, at 16 bits per weight
-    if weight_type in ("tq2_0", "tq1_0") and n_in % ternary.QK_K == 0:
-        if weight_type == "tq2_0":
-            return int(gguf.GGMLQuantizationType.TQ2_0), ternary.pack_tq2_0(codes, beta)
-        return int(gguf.GGMLQuantizationType.TQ1_0), ternary.pack_tq1_0(codes, beta)
-    if weight_type in ("tq2_0", "tq1_0", "i2_s") and codes.size % ternary.QK_I2_S == 0:
-        return I2_S_TYPE, ternary.pack_i2_s(codes, beta)
-    dtype = np.float32 if weight_type == "f32" else np.float16
-    values = codes.astype(dtype) * dtype(beta)
-    return int(_FLOAT_TYPES["f32" if weight_type == "f32" else "f16"]), values
+    qtype, _ = _linear_type(codes.shape[0], n_in, weight_type, binary)
+    fp16_scale = qtype in _BLOCK_SCALED or qtype == int(gguf.GGMLQuantizationType.F16)
+    if fp16_scale and not _fits_fp16(beta):
+        raise UnsupportedError(
+            f"{where}: weight scale {beta:g} does not fit the fp16 scale of "
+            f"{gguf.GGMLQuantizationType(qtype).name}; convert with weight_type 'i2_s' or "
+            "'f32' (CLI: --weight-type)"
+        )
+    if qtype == int(gguf.GGMLQuantizationType.Q1_0):
+        return qtype, ternary.pack_q1_0(codes, beta)
+    if qtype == int(gguf.GGMLQuantizationType.TQ2_0):
+        return qtype, ternary.pack_tq2_0(codes, beta)
+    if qtype == int(gguf.GGMLQuantizationType.TQ1_0):
+        return qtype, ternary.pack_tq1_0(codes, beta)
+    if qtype == I2_S_TYPE:
+        return qtype, ternary.pack_i2_s(codes, beta)
+    dtype = np.float32 if qtype == int(gguf.GGMLQuantizationType.F32) else np.float16
+    return qtype, codes.astype(dtype) * dtype(beta)
 
 
 def _linear_type(n_out: int, n_in: int, weight_type: str, binary: bool) -> tuple[int, int]:
@@ -368,22 +211,50 @@ def _float_tensor(ref: TensorRef, out_type: str) -> np.ndarray:
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+def _check_linear(ckpt: Checkpoint, hf: str, n_out: int, n_in: int, layout: Layout) -> None:
+    """Checks a BitLinear weight's dtype and shape (and its scale's) before anything is written."""
+    ref = ckpt[hf + ".weight"]
+    if ref.dtype == "U8":
+        _expect_shape(ref, ((n_out + 3) // 4, n_in))
+        if layout.binary:
+            raise FormatError(
+                f"{ref.path}: tensor '{ref.name}' is packed ternary but the config "
+                "says the weights are binary"
+            )
+        _packed_beta(ckpt, hf, layout)
+    elif ref.is_float:
+        _expect_shape(ref, (n_out, n_in))
+    else:
+        raise FormatError(
+            f"{ref.path}: tensor '{ref.name}' has dtype {ref.dtype}, expected "
+            "U8 (packed) or a float type"
+        )
+
+
 def plan_tensors(
     ckpt: Checkpoint, layout: Layout, hp: Hyper, weight_type: str, embedding_type: str
 ) -> list[PlannedTensor]:
-    """The tensors of the output file, in llama.cpp's order, each with a deferred producer."""
+    """The tensors of the output file, in llama.cpp's order, each with a deferred producer.
+
+    Every source tensor's dtype and shape is checked here, before the output file is begun.
+    """
     plan: list[PlannedTensor] = []
     used: set[str] = set()
+    names = TensorNames(layout.arch, hp.n_layers)
 
-    def dense(gguf_name: str, hf_name: str, shape: tuple[int, ...], out_type: str) -> None:
-        ref = ckpt[hf_name]
+    def dense(hf: str, shape: tuple[int, ...], out_type: str) -> None:
+        ref = ckpt[hf + ".weight"]
         _expect_shape(ref, shape)
-        used.add(hf_name)
+        if not ref.is_float:
+            raise FormatError(
+                f"{ref.path}: tensor '{ref.name}' has dtype {ref.dtype}, expected a float type"
+            )
+        used.add(ref.name)
         qtype = _FLOAT_TYPES[out_type]
-        nbytes = int(np.prod(shape)) * (4 if out_type == "f32" else 2)
+        nbytes = math.prod(shape) * (4 if out_type == "f32" else 2)
         plan.append(
             PlannedTensor(
-                gguf_name,
+                names.gguf(hf),
                 shape,
                 int(qtype),
                 nbytes,
@@ -391,7 +262,9 @@ def plan_tensors(
             )
         )
 
-    def linear(gguf_name: str, hf: str, n_out: int, n_in: int, permute_heads: int | None) -> None:
+    def linear(hf: str, n_out: int, n_in: int, permute_heads: int | None) -> None:
+        gguf_name = names.gguf(hf)
+        _check_linear(ckpt, hf, n_out, n_in, layout)
         used.add(hf + ".weight")
         packed_beta: float | None = None
         if hf + ".weight_scale" in ckpt:
@@ -399,9 +272,10 @@ def plan_tensors(
             if ckpt[hf + ".weight"].dtype == "U8":
                 packed_beta = _packed_beta(ckpt, hf, layout)
         qtype, nbytes = _linear_type(n_out, n_in, weight_type, layout.binary)
-        # TQ and Q1_0 blocks store their scale as fp16. Where beta is not exactly an fp16 number, the bitnet
-        # architecture gets it exactly from llama.cpp's optional "<name>.scale" F32 tensor, and the
-        # blocks carry d = 1 (the llama architecture has no such tensor: d = fp16(beta) there).
+        # TQ and Q1_0 blocks store their scale as fp16. Where beta is not exactly an fp16
+        # number, the bitnet architecture gets it exactly from llama.cpp's optional
+        # "<name>.scale" F32 tensor, and the blocks carry d = 1 (the llama architecture has no
+        # such tensor: d = fp16(beta) there).
         exact_scale = (
             layout.arch == "bitnet"
             and qtype in _BLOCK_SCALED
@@ -414,18 +288,18 @@ def plan_tensors(
             if permute_heads is not None:
                 codes = ternary.permute_rope_rows(codes, permute_heads)
             beta_cell.append(beta)
+            where = f"{ckpt[hf + '.weight'].path}: tensor '{hf}.weight'"
             qt, data = _encode_linear(
-                codes, 1.0 if exact_scale else beta, weight_type, layout.binary
+                codes, 1.0 if exact_scale else beta, weight_type, layout.binary, where
             )
             assert qt == qtype and data.nbytes == nbytes
             return data
 
         plan.append(PlannedTensor(gguf_name, (n_out, n_in), qtype, nbytes, produce))
         if exact_scale:
-            scale_name = gguf_name.removesuffix(".weight") + ".scale"
             plan.append(
                 PlannedTensor(
-                    scale_name,
+                    names.gguf(hf, ".scale"),
                     (1,),
                     int(gguf.GGMLQuantizationType.F32),
                     4,
@@ -433,51 +307,31 @@ def plan_tensors(
                 )
             )
 
-    dense("token_embd.weight", "model.embed_tokens.weight", (hp.n_vocab, hp.n_embd), embedding_type)
-    dense("output_norm.weight", "model.norm.weight", (hp.n_embd,), "f32")
+    dense("model.embed_tokens", (hp.n_vocab, hp.n_embd), embedding_type)
+    dense("model.norm", (hp.n_embd,), "f32")
     if hp.tied:
         used.add("lm_head.weight")
     else:
-        dense("output.weight", "lm_head.weight", (hp.n_vocab, hp.n_embd), embedding_type)
+        dense("lm_head", (hp.n_vocab, hp.n_embd), embedding_type)
 
     q_dim = hp.n_heads * hp.head_dim
     kv_dim = hp.n_kv_heads * hp.head_dim
     llama = layout.arch == "llama"
     for i in range(hp.n_layers):
         p = f"model.layers.{i}."
-        b = f"blk.{i}."
-        dense(b + "attn_norm.weight", p + "input_layernorm.weight", (hp.n_embd,), "f32")
-        linear(
-            b + "attn_q.weight",
-            p + "self_attn.q_proj",
-            q_dim,
-            hp.n_embd,
-            hp.n_heads if llama else None,
-        )
-        linear(
-            b + "attn_k.weight",
-            p + "self_attn.k_proj",
-            kv_dim,
-            hp.n_embd,
-            hp.n_kv_heads if llama else None,
-        )
-        linear(b + "attn_v.weight", p + "self_attn.v_proj", kv_dim, hp.n_embd, None)
-        linear(b + "attn_output.weight", p + "self_attn.o_proj", hp.n_embd, q_dim, None)
+        dense(p + "input_layernorm", (hp.n_embd,), "f32")
+        linear(p + "self_attn.q_proj", q_dim, hp.n_embd, hp.n_heads if llama else None)
+        linear(p + "self_attn.k_proj", kv_dim, hp.n_embd, hp.n_kv_heads if llama else None)
+        linear(p + "self_attn.v_proj", kv_dim, hp.n_embd, None)
+        linear(p + "self_attn.o_proj", hp.n_embd, q_dim, None)
         if layout.attn_sub_norm:
-            dense(
-                b + "attn_sub_norm.weight",
-                f"{p}self_attn.{layout.attn_sub_norm}.weight",
-                (q_dim,),
-                "f32",
-            )
-        dense(b + "ffn_norm.weight", p + "post_attention_layernorm.weight", (hp.n_embd,), "f32")
-        linear(b + "ffn_gate.weight", p + "mlp.gate_proj", hp.n_ff, hp.n_embd, None)
-        linear(b + "ffn_up.weight", p + "mlp.up_proj", hp.n_ff, hp.n_embd, None)
-        linear(b + "ffn_down.weight", p + "mlp.down_proj", hp.n_embd, hp.n_ff, None)
+            dense(f"{p}self_attn.{layout.attn_sub_norm}", (q_dim,), "f32")
+        dense(p + "post_attention_layernorm", (hp.n_embd,), "f32")
+        linear(p + "mlp.gate_proj", hp.n_ff, hp.n_embd, None)
+        linear(p + "mlp.up_proj", hp.n_ff, hp.n_embd, None)
+        linear(p + "mlp.down_proj", hp.n_embd, hp.n_ff, None)
         if layout.ffn_sub_norm:
-            dense(
-                b + "ffn_sub_norm.weight", f"{p}mlp.{layout.ffn_sub_norm}.weight", (hp.n_ff,), "f32"
-            )
+            dense(f"{p}mlp.{layout.ffn_sub_norm}", (hp.n_ff,), "f32")
 
     # Every tensor of the checkpoint must be accounted for: an unknown one (a bias, an extra
     # layer) means this is not the architecture we think it is.
@@ -513,11 +367,11 @@ def _add_metadata(
     layout: Layout,
     hp: Hyper,
     cfg: dict[str, Any],
-    src: Path,
+    fallback_name: str,
     plan: list[PlannedTensor],
 ) -> None:
-    name = cfg.get("_name_or_path") or src.name
-    w.add_name(str(name))
+    name = cfg.get("_name_or_path")
+    w.add_name(name if isinstance(name, str) and name else fallback_name)
     w.add_file_type(_file_type(plan))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_vocab_size(hp.n_vocab)
@@ -547,16 +401,27 @@ def convert_checkpoint(
     weight_type: str,
     embedding_type: str,
     tokenizer: Path | None,
+    overwrite: bool,
     progress: bool,
+    label: str,
+    model_name: str | None = None,
 ) -> Path:
-    """Converts checkpoint directory src into the GGUF file dst (written atomically)."""
+    """Converts checkpoint directory src into the GGUF file dst (written atomically).
+
+    Everything is read and checked (config, tensor table, tokenizer) before the output is
+    begun; the output appears at dst whole or not at all (see :mod:`bitnet.convert.atomic`).
+    label names the model on the progress bar; model_name is general.name when config.json has
+    no _name_or_path (default: the directory's name).
+    """
     if weight_type not in WEIGHT_TYPES:
-        raise ValueError(
-            f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, got {weight_type!r}"
+        raise ParameterError(
+            "weight_type",
+            f"weight_type must be one of {', '.join(WEIGHT_TYPES)}, got {weight_type!r}",
         )
     if embedding_type not in EMBEDDING_TYPES:
-        raise ValueError(
-            f"embedding_type must be one of {', '.join(EMBEDDING_TYPES)}, got {embedding_type!r}"
+        raise ParameterError(
+            "embedding_type",
+            f"embedding_type must be one of {', '.join(EMBEDDING_TYPES)}, got {embedding_type!r}",
         )
     cfg = read_config(src)
     ckpt = Checkpoint(src)
@@ -565,33 +430,29 @@ def convert_checkpoint(
     plan = plan_tensors(ckpt, layout, hp, weight_type, embedding_type)
     vocab = read_tokenizer(src, hp.n_vocab, tokenizer)
 
-    tmp = dst.with_name(dst.name + ".part")
-    writer = gguf.GGUFWriter(tmp, layout.arch)
-    try:
-        _add_metadata(writer, layout, hp, cfg, src, plan)
-        vocab.add_to(writer)
-        for t in plan:
-            # Types numpy does not describe (quantized, or I2_S which gguf-py does not know) are
-            # declared with their logical shape; the data written is raw bytes of t.nbytes.
-            writer.add_tensor_info(
-                t.name,
-                t.shape,
-                np.dtype(np.float32),
-                t.nbytes,
-                raw_dtype=cast(gguf.GGMLQuantizationType, t.qtype),
-            )
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for t in _progress(plan, progress, dst.name):
-            data = np.ascontiguousarray(t.produce())
-            writer.write_tensor_data(data.reshape(-1).view(np.uint8))
-        writer.close()
-        tmp.replace(dst)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(dst, overwrite=overwrite) as tmp:
+        writer = gguf.GGUFWriter(tmp, layout.arch)
+        try:
+            _add_metadata(writer, layout, hp, cfg, model_name or src.name, plan)
+            vocab.add_to(writer)
+            for t in plan:
+                # Types numpy does not describe (quantized, or I2_S which gguf-py does not know)
+                # are declared with their logical shape; the data written is raw bytes.
+                writer.add_tensor_info(
+                    t.name,
+                    t.shape,
+                    np.dtype(np.float32),
+                    t.nbytes,
+                    raw_dtype=cast(gguf.GGMLQuantizationType, t.qtype),
+                )
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for t in _progress(plan, progress, label):
+                data = np.ascontiguousarray(t.produce())
+                writer.write_tensor_data(data.reshape(-1).view(np.uint8))
+        finally:
+            writer.close()
     return dst
 
 

@@ -15,15 +15,19 @@ The chat template from tokenizer_config.json (or chat_template.jinja) goes to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 
 from ..errors import FormatError
+from .config import read_json_file
 
 __all__ = ["KEY_SENTENCEPIECE_MODEL", "TokenizerPayload", "read_tokenizer"]
 
@@ -72,6 +76,38 @@ class TokenizerPayload:
             w.add_array(KEY_SENTENCEPIECE_MODEL, self.sp_model)
 
 
+# What gguf-py's vocabulary readers and sentencepiece raise on a malformed file: they parse
+# without validating, so a wrong type or a missing key surfaces as whatever Python error the
+# parsing code hits first. Each is turned into a FormatError naming the file.
+_PARSE_ERRORS = (
+    RuntimeError,  # sentencepiece: "Internal: could not parse ModelProto"
+    ValueError,  # includes UnicodeError and json.JSONDecodeError
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    AssertionError,
+    RecursionError,
+    OverflowError,
+    struct.error,
+    OSError,
+)
+
+
+@contextlib.contextmanager
+def _reading(what: Path | str) -> Iterator[None]:
+    """Turns a parsing error of a tokenizer file into a FormatError naming it."""
+    try:
+        yield
+    except FormatError:
+        raise
+    except _PARSE_ERRORS as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FormatError(
+            f"{what}: not a valid tokenizer file ({type(e).__name__}: {detail[:200]})"
+        ) from e
+
+
 def _find_tokenizer_dir(src: Path, tokenizer: Path | None) -> Path:
     candidates = [tokenizer] if tokenizer is not None else [src]
     for d in candidates:
@@ -117,14 +153,33 @@ def _generation_eos(src: Path) -> list[int]:
     if not path.is_file():
         return []
     try:
-        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-    except ValueError:
-        return []
+        data = read_json_file(path)
+    except FormatError:
+        return []  # optional file: a broken one is ignored, as transformers does
+    eos = data.get("eos_token_id") if isinstance(data, dict) else None
     if isinstance(eos, int):
         return [eos]
     if isinstance(eos, list):
         return [e for e in eos if isinstance(e, int)]
     return []
+
+
+def _check_chat_template(template: object, tok_dir: Path) -> None:
+    """A chat template is a string, or a list of {"name", "template"} objects (named ones)."""
+    if template is None or isinstance(template, str):
+        return
+    if isinstance(template, list) and all(
+        isinstance(t, dict)
+        and isinstance(t.get("name"), str)
+        and isinstance(t.get("template"), str)
+        for t in template
+    ):
+        return
+    text = repr(template)
+    raise FormatError(
+        f"{tok_dir / 'tokenizer_config.json'}: chat_template must be a string or a list of "
+        f"{{'name', 'template'}} objects, found {text[:57] + '...' if len(text) > 60 else text}"
+    )
 
 
 def read_tokenizer(src: Path, n_vocab: int, tokenizer: Path | None = None) -> TokenizerPayload:
@@ -139,24 +194,29 @@ def read_tokenizer(src: Path, n_vocab: int, tokenizer: Path | None = None) -> To
     sp_path = tok_dir / "tokenizer.model"
     tokenizer_json: dict[str, object] | None = None
     if tj_path.is_file():
-        try:
-            tokenizer_json = json.loads(tj_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise FormatError(f"{tj_path}: not valid JSON ({e})") from e
+        parsed = read_json_file(tj_path, "object")
+        if not isinstance(parsed, dict):
+            raise FormatError(f"{tj_path}: expected a JSON object, found {type(parsed).__name__}")
+        tokenizer_json = parsed
 
-    vocab: gguf.vocab.Vocab
     pre: str | None = None
+    vocab: gguf.vocab.Vocab
+    source = tj_path
     if tokenizer_json is not None and _is_byte_level_bpe(tokenizer_json):
-        vocab = gguf.vocab.BpeVocab(tok_dir)
+        with _reading(tj_path):
+            vocab = gguf.vocab.BpeVocab(tok_dir)
+            pre = _detect_pre(tokenizer_json)
         model = "gpt2"
-        pre = _detect_pre(tokenizer_json)
         load_merges = True
     elif sp_path.is_file():
-        vocab = gguf.vocab.SentencePieceVocab(tok_dir)
+        source = sp_path
+        with _reading(sp_path):
+            vocab = gguf.vocab.SentencePieceVocab(tok_dir)
         model = "llama"
         load_merges = False
     elif tokenizer_json is not None:
-        vocab = gguf.vocab.LlamaHfVocab(tok_dir)
+        with _reading(tj_path):
+            vocab = gguf.vocab.LlamaHfVocab(tok_dir)
         model = "llama"
         load_merges = False
     else:  # pragma: no cover - _find_tokenizer_dir guarantees one of the files
@@ -165,10 +225,11 @@ def read_tokenizer(src: Path, n_vocab: int, tokenizer: Path | None = None) -> To
     tokens: list[bytes] = []
     scores: list[float] = []
     types: list[int] = []
-    for text, score, ttype in vocab.all_tokens():
-        tokens.append(text.encode("utf-8") if isinstance(text, str) else bytes(text))
-        scores.append(float(score))
-        types.append(int(ttype))
+    with _reading(source):
+        for text, score, ttype in vocab.all_tokens():
+            tokens.append(text.encode("utf-8") if isinstance(text, str) else bytes(text))
+            scores.append(float(score))
+            types.append(int(ttype))
     if len(tokens) > n_vocab:
         raise FormatError(
             f"{tok_dir}: the tokenizer has {len(tokens)} tokens but the model's embedding has "
@@ -179,7 +240,9 @@ def read_tokenizer(src: Path, n_vocab: int, tokenizer: Path | None = None) -> To
         scores.append(-1000.0)
         types.append(int(gguf.TokenType.UNUSED))
 
-    special = gguf.SpecialVocab(tok_dir, load_merges=load_merges, n_vocab=n_vocab)
+    with _reading(f"{tok_dir} (tokenizer_config.json, tokenizer.json or config.json)"):
+        special = gguf.SpecialVocab(tok_dir, load_merges=load_merges, n_vocab=n_vocab)
+    _check_chat_template(special.chat_template, tok_dir)
     eot_id: int | None = None
     by_text = {t: i for i, t in enumerate(tokens)}
     eos_ids = _generation_eos(src)

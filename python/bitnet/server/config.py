@@ -27,7 +27,7 @@ class ServerSettings:
         port: Port to listen on.
         n_ctx: Most tokens per sequence (0: the model's training context).
         n_batch: Most tokens per engine step.
-        n_threads: Threads per step (None: every hardware thread).
+        n_threads: Threads per step (None: the physical cores).
         n_parallel: Most sequences decoding at once.
         kv_budget: KV-cache positions across all sequences (None: n_parallel * n_ctx).
         kv_cache: "f16", "q8_0" or "f32".
