@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import BitnetError
+from .eval.cli import add_perplexity_arguments
 
 _EPILOG = """\
 examples:
@@ -125,18 +126,23 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _cmd_perplexity(args: argparse.Namespace) -> int:
+    from .eval.cli import run_perplexity
+
     if args.file == "-":
         text = sys.stdin.read()
     else:
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
-    model = _load(args)
-    n_tokens = len(model.tokenize(text))
-    window = min(args.window or model.n_ctx, model.n_ctx)
-    stride = args.stride or max(1, window // 2)
-    ppl = model.perplexity(text, window=window, stride=stride, progress=not args.quiet)
-    print(f"perplexity {ppl:.4f} over {n_tokens} tokens (window {window}, stride {stride})")
-    return 0
+
+    def load_model(**options: Any) -> Any:  # the options of bitnet.eval.cli
+        from .api import default_model_path
+        from .model import load
+
+        name = args.model if args.model is not None else default_model_path()
+        options.setdefault("n_ctx", args.ctx)
+        return load(name, n_threads=args.threads, revision=args.revision, **options)
+
+    return run_perplexity(args, text, load_model)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -345,13 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser(
         "perplexity",
         help="measure perplexity on a text file",
-        description="Perplexity of the model on a text, with a sliding window.",
+        description="Perplexity of the model on a text: bitnet's sliding window or llama.cpp's "
+        "method, and KL divergence between engine options (docs/quality.md).",
     )
     _add_model_options(q)
     q.add_argument("file", help="a UTF-8 text file ('-': stdin)")
-    q.add_argument("--window", type=int, default=0, help="tokens per window (default: context)")
+    q.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="tokens per window (default: context) or chunk (llama.cpp method, default 512)",
+    )
     q.add_argument("--stride", type=int, default=0, help="tokens between windows (default: half)")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_perplexity_arguments(q)
     q.set_defaults(func=_cmd_perplexity)
 
     v = sub.add_parser(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["KlResult", "kl_divergence"]
 
 QUANTILES = (0.999, 0.99, 0.95, 0.9, 0.5, 0.1, 0.05, 0.01, 0.001)
+DP_QUANTILES = (0.999, 0.99, 0.95, 0.9, 0.75, 0.5, 0.25, 0.1, 0.05, 0.01, 0.001)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class _Stats:
             dp_err=dp_err,
             dp_max=float(dp.max()),
             dp_min=float(dp.min()),
-            dp_quantiles={q: _percentile(dp, q) for q in (*QUANTILES[:4], 0.75, 0.5, 0.25)},
+            dp_quantiles={q: _percentile(dp, q) for q in DP_QUANTILES},
             dp_rms=rms,
             dp_rms_err=0.5 / rms * mse_err if rms > 0 else 0.0,
             same_top=same,
@@ -186,6 +187,12 @@ def kl_divergence(
                     f"has {model.n_vocab}",
                 )
             ids = reader.tokens
+            if reader.n_ctx > model.n_ctx:
+                raise ParameterError(
+                    "base",
+                    f"{base}: chunks of {reader.n_ctx} tokens do not fit the model's context "
+                    f"of {model.n_ctx}; load it with n_ctx={reader.n_ctx} or more",
+                )
             if text is not None:
                 mine = text if not isinstance(text, str) else model.tokenize(text, special=False)
                 if [int(t) for t in mine[: len(ids)]] != ids:
