@@ -50,6 +50,7 @@ def evaluate(
     *,
     tasks: Sequence[str | dict[str, Any]],
     include_path: str | Sequence[str] | None = None,
+    include_defaults: bool = True,
     model_args: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def evaluate(
         model: A loaded :class:`bitnet.Model`, or a path / hub name to load.
         tasks: Task names of the harness (``"arc_easy"``, ``"hellaswag"``...), or task configs.
         include_path: Directories with more task YAML files (the harness's ``--include_path``).
+        include_defaults: Also index the harness's own tasks (False: only include_path's,
+            which starts much faster).
         model_args: Options of the backend when model is a name: n_ctx, n_threads, kv_cache,
             output_type, isa, kernel, add_bos, max_gen_toks, seed (:class:`BitnetLM`).
         **kwargs: Passed to ``lm_eval.simple_evaluate`` (num_fewshot, limit, log_samples,
@@ -81,7 +84,9 @@ def evaluate(
 
     lm = BitnetLM(model, **(model_args or {}))
     paths = [include_path] if isinstance(include_path, str) else include_path
-    manager = TaskManager(include_path=list(paths) if paths else None)
+    manager = TaskManager(
+        include_path=list(paths) if paths else None, include_defaults=include_defaults
+    )
     results = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, **kwargs)
     if results is None:  # only on non-zero ranks of distributed runs, which we never start
         raise RuntimeError("lm_eval.simple_evaluate returned no results")

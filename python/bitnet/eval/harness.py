@@ -88,11 +88,11 @@ class BitnetLM(TemplateLM):  # type: ignore[misc]  # lm_eval has no type informa
         model: str | Model | None = None,
         *,
         pretrained: str | None = None,
-        n_ctx: int = 0,
-        n_batch: int = 256,
+        n_ctx: int | None = None,
+        n_batch: int | None = None,
         n_threads: int | None = None,
-        kv_cache: str = "f32",
-        output_type: str = "auto",
+        kv_cache: str | None = None,
+        output_type: str | None = None,
         isa: str | None = None,
         kernel: str | None = None,
         revision: str | None = None,
@@ -114,21 +114,31 @@ class BitnetLM(TemplateLM):  # type: ignore[misc]  # lm_eval has no type informa
         source = model if model is not None else pretrained
         if source is None:
             raise ParameterError("model", "model_args needs model=FILE_OR_NAME")
+        given = {
+            k: v
+            for k, v in {
+                "n_ctx": n_ctx,
+                "n_batch": n_batch,
+                "n_threads": n_threads,
+                "kv_cache": kv_cache,
+                "output_type": output_type,
+                "isa": isa,
+                "kernel": kernel,
+                "revision": revision,
+            }.items()
+            if v is not None
+        }
         if isinstance(source, Model):
+            if given:
+                name = next(iter(given))
+                raise ParameterError(
+                    name, f"{name} is a load option; the model given is already loaded"
+                )
             self.model = source
         else:
-            self.model = load(
-                os.fspath(str(source)),
-                n_ctx=int(n_ctx),
-                n_batch=int(n_batch),
-                n_threads=None if n_threads is None else int(n_threads),
-                kv_cache=str(kv_cache),
-                output_type=str(output_type),
-                isa=None if isa is None else str(isa),
-                kernel=None if kernel is None else str(kernel),
-                revision=None if revision is None else str(revision),
-                progress=False,
-            )
+            ints = ("n_ctx", "n_batch", "n_threads")
+            options: dict[str, Any] = {k: int(v) if k in ints else str(v) for k, v in given.items()}
+            self.model = load(os.fspath(str(source)), progress=False, **options)
         tok = self.model.tokenizer
         self._add_bos = tok.add_bos if add_bos is None else bool(add_bos)
         self._max_gen_toks = int(max_gen_toks)
