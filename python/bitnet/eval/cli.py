@@ -79,9 +79,13 @@ def run_perplexity(
     args: argparse.Namespace,
     text: str,
     load: Callable[..., Model],
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
-    """Runs the perplexity subcommand; load(**options) loads the model of args."""
+    """Runs the perplexity subcommand; load(**options) loads the model of args.
+
+    Prints to out (default: sys.stdout at the time of the call).
+    """
+    out = out or sys.stdout
     llama = args.method == "llama.cpp" or args.kl_divergence or args.kl_divergence_base
     if llama and args.method == "sliding" and args.stride:
         raise ValueError("--stride applies to the sliding method, not to KL divergence")
