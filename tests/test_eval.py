@@ -271,6 +271,7 @@ def test_harness_argv():
 
 
 def test_command_line_runs_the_harness(tmp_path):
+    """`bitnet eval ARGS` = `python -m bitnet.eval ARGS` = lm-eval's CLI with our backend."""
     write_task(tmp_path, "bitnet_mc_cli", QUESTIONS, MC_SPEC)
     path = default_model_path()
     env = dict(os.environ, HF_DATASETS_OFFLINE="1")
@@ -278,7 +279,8 @@ def test_command_line_runs_the_harness(tmp_path):
         [
             sys.executable,
             "-m",
-            "bitnet.eval",
+            "bitnet.cli",
+            "eval",
             "--model_args",
             f"model={path},n_threads=1",
             "--tasks",

@@ -17,6 +17,8 @@ examples:
   bitnet chat -m bitnet-2b4t-gguf --system "You are a helpful assistant."
   bitnet convert path/to/checkpoint model.gguf
   bitnet perplexity -m model.gguf wiki.test.raw --window 512
+  bitnet perplexity -m model.gguf wiki.test.raw --method llama.cpp --kl-divergence
+  bitnet eval --model_args model=model.gguf --tasks arc_easy,hellaswag
   bitnet models
   bitnet bench -m model.gguf -p 128 -n 64 -t 1,2 -r 3 -o md
 
@@ -367,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_perplexity_arguments(q)
     q.set_defaults(func=_cmd_perplexity)
 
+    ev = sub.add_parser(
+        "eval",
+        help="run lm-evaluation-harness tasks (needs bitnet[eval])",
+        description="lm-eval's command line with the bitnet backend (--model bitnet is added); "
+        "e.g. bitnet eval --model_args model=m.gguf --tasks arc_easy. `bitnet eval --help` "
+        "shows lm-eval's options.",
+        add_help=False,
+    )
+    ev.add_argument("harness_args", nargs=argparse.REMAINDER, help="lm-eval's arguments")
+    # main() hands `bitnet eval ...` to bitnet.eval before this parser sees it.
+
     v = sub.add_parser(
         "convert",
         help="convert a Hugging Face checkpoint into a GGUF file",
@@ -441,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (errors: one line on stderr, status 1)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:  # everything after it is lm-eval's, options first included
+        from .eval.__main__ import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
