@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .kl import KlResult, kl_divergence
+from .kl import KlResult, KlStats, kl_divergence
 from .perplexity import (
     METHODS,
     PerplexityResult,
     perplexity,
     perplexity_llama_cpp,
     perplexity_sliding,
+    scored_logits,
 )
 from .scoring import Score, rolling_windows, score_continuations
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "KlResult",
+    "KlStats",
     "PerplexityResult",
     "Score",
     "evaluate",
@@ -42,6 +44,7 @@ __all__ = [
     "perplexity_sliding",
     "rolling_windows",
     "score_continuations",
+    "scored_logits",
 ]
 
 

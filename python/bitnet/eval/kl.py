@@ -34,7 +34,7 @@ from .perplexity import chunk_bos, chunk_inputs, llama_cpp_chunks
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["KlResult", "kl_divergence"]
+__all__ = ["KlResult", "KlStats", "kl_divergence"]
 
 QUANTILES = (0.999, 0.99, 0.95, 0.9, 0.5, 0.1, 0.05, 0.01, 0.001)
 DP_QUANTILES = (0.999, 0.99, 0.95, 0.9, 0.75, 0.5, 0.25, 0.1, 0.05, 0.01, 0.001)
@@ -73,7 +73,15 @@ class KlResult:
     same_top_err: float = 0.0
 
 
-class _Stats:
+class KlStats:
+    """Accumulates the per-token comparisons of a KL run (for scripts that keep base logits).
+
+    Example:
+        >>> stats = KlStats()  # doctest: +SKIP
+        >>> stats.add_logits(logits, base_logits, targets)  # per chunk
+        >>> stats.result().kl_mean  # doctest: +SKIP
+    """
+
     def __init__(self) -> None:
         self.nll: list[np.ndarray] = []
         self.nll_base: list[np.ndarray] = []
@@ -88,7 +96,28 @@ class _Stats:
         self.dp.append(np.exp(-nll) - np.exp(-nll_base))
         self.same += int(same.sum())
 
+    def add_logits(self, logits: np.ndarray, base_logits: np.ndarray, targets: np.ndarray) -> None:
+        """Compares float32 logits (n, n_vocab) with the base's at the same positions, in
+        float64; targets (n,) are the tokens that followed."""
+        q = logits.astype(np.float64)
+        q -= q.max(axis=1, keepdims=True)
+        q -= np.log(np.exp(q).sum(axis=1, keepdims=True))
+        p = base_logits.astype(np.float64)
+        p -= p.max(axis=1, keepdims=True)
+        p -= np.log(np.exp(p).sum(axis=1, keepdims=True))
+        kl = (np.exp(p) * (p - q)).sum(axis=1)
+        r = np.arange(len(q))
+        tgt = np.asarray(targets, dtype=np.int64)
+        same = logits.argmax(axis=1) == base_logits.argmax(axis=1)
+        self.add(-q[r, tgt], -p[r, tgt], kl, same)
+
+    @property
+    def count(self) -> int:
+        """Tokens compared so far."""
+        return sum(int(x.size) for x in self.nll)
+
     def result(self) -> KlResult:
+        """The statistics so far (at least 2 tokens)."""
         nll = np.concatenate(self.nll)
         base = np.concatenate(self.nll_base)
         kl = np.concatenate(self.kl)
@@ -176,7 +205,7 @@ def kl_divergence(
         FormatError: A base file that is not a llama.cpp log-probability file, or is truncated.
         ParameterError: A base model with another vocabulary size.
     """
-    stats = _Stats()
+    stats = KlStats()
     bos = chunk_bos(model)
     if isinstance(base, str):
         with LogitsReader(base) as reader:
@@ -225,7 +254,7 @@ def _run(
     n_ctx: int,
     total: int,
     bos: int | None,
-    stats: _Stats,
+    stats: KlStats,
     base: Model | LogitsReader,
     progress: bool,
     on_chunk: Callable[[int, KlResult], None] | None,
@@ -248,7 +277,7 @@ def _run(
             else:
                 with borrow(base) as base_cursor:
                     _compare_models(cursor, base_cursor, chunk, first, inputs, targets, stats, rows)
-            if on_chunk is not None and sum(x.size for x in stats.nll) >= 2:
+            if on_chunk is not None and stats.count >= 2:
                 on_chunk(i + 1, stats.result())
             if bar is not None:
                 bar.update(1)
@@ -263,7 +292,7 @@ def _compare_models(
     first: int,
     inputs: list[int],
     targets: np.ndarray,
-    stats: _Stats,
+    stats: KlStats,
     rows: int,
 ) -> None:
     for c in (cursor, base):
@@ -272,17 +301,7 @@ def _compare_models(
     for (offset, logits), (_, base_logits) in zip(
         cursor.feed_rows(inputs, rows=rows), base.feed_rows(inputs, rows=rows), strict=True
     ):
-        q = logits.astype(np.float64)
-        q -= q.max(axis=1, keepdims=True)
-        q -= np.log(np.exp(q).sum(axis=1, keepdims=True))
-        p = base_logits.astype(np.float64)
-        p -= p.max(axis=1, keepdims=True)
-        p -= np.log(np.exp(p).sum(axis=1, keepdims=True))
-        kl = (np.exp(p) * (p - q)).sum(axis=1)
-        r = np.arange(len(q))
-        tgt = targets[offset : offset + len(q)]
-        same = logits.argmax(axis=1) == base_logits.argmax(axis=1)
-        stats.add(-q[r, tgt], -p[r, tgt], kl, same)
+        stats.add_logits(logits, base_logits, targets[offset : offset + len(logits)])
 
 
 def _compare_file(
@@ -292,7 +311,7 @@ def _compare_file(
     inputs: list[int],
     targets: np.ndarray,
     reader: LogitsReader,
-    stats: _Stats,
+    stats: KlStats,
     rows: int,
 ) -> None:
     base_chunk = reader.read_chunk()  # uint16 (n_ctx - 1 - first, nv)

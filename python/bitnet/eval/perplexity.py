@@ -39,6 +39,7 @@ __all__ = [
     "perplexity",
     "perplexity_llama_cpp",
     "perplexity_sliding",
+    "scored_logits",
 ]
 
 METHODS = ("sliding", "llama.cpp")
@@ -295,6 +296,28 @@ def perplexity_llama_cpp(
     if bar is not None:
         bar.close()
     return acc.result("llama.cpp", len(ids), n_ctx, n_ctx)
+
+
+def scored_logits(
+    model: Model, ids: Sequence[int], n_ctx: int, chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The logits llama.cpp's method scores in one chunk, and the tokens they predict.
+
+    Returns:
+        (logits, targets): float32 (n_ctx - 1 - n_ctx/2, n_vocab) for positions n_ctx/2 ..
+        n_ctx-2 of chunk number `chunk` (from 0) of ids, and int64 the tokens after them.
+    """
+    first = n_ctx // 2
+    start = chunk * n_ctx
+    if chunk < 0 or start + n_ctx > len(ids):
+        raise ShapeError(f"chunk {chunk} of {n_ctx} tokens is outside the {len(ids)} tokens")
+    inputs = chunk_inputs(ids, start, n_ctx, chunk_bos(model))
+    with borrow(model) as cursor:
+        cursor.truncate(0)
+        cursor.feed(inputs[:first])
+        rows = [logits for _, logits in cursor.feed_rows(inputs[first : n_ctx - 1])]
+    targets = np.asarray(ids[start + first + 1 : start + n_ctx], dtype=np.int64)
+    return np.concatenate(rows), targets
 
 
 def perplexity(
