@@ -12,7 +12,8 @@ import pytest
 
 import bitnet
 from bitnet import ShapeError
-from bitnet.generation import SamplingParams, TextStream, generate_tokens
+from bitnet.engine import TextStream
+from bitnet.errors import ContextLengthError, ParameterError
 
 PROMPT = "In the beginning God created"
 
@@ -178,23 +179,25 @@ def test_max_tokens_and_full_context(converted):
     assert small.generate(PROMPT, max_tokens=500, seed=5) == small.generate(
         PROMPT, max_tokens=room, seed=5
     )
-    with pytest.raises(ShapeError, match="context holds 24"):
+    c = small.complete(PROMPT, max_tokens=500, temperature=0)
+    assert c.finish_reason == "context" and c.completion_tokens == room
+    with pytest.raises(ContextLengthError, match="context holds 24"):
         small.generate(PROMPT * 10)
     with pytest.raises(ShapeError, match="context holds 24"):
         small.stream(PROMPT * 10)  # raised at the call, not at the first next()
+    small.close()
 
 
-def test_end_token_ends_generation(model):
-    ids = model.tokenize(PROMPT)
-    greedy = greedy_ids(model, PROMPT, 6)
-    params = SamplingParams(max_tokens=6, temperature=0)
-    pool = model._pool
-    slot = pool.acquire(ids)
-    try:
-        got = list(generate_tokens(slot, ids, params, params.sampler(model.n_vocab), [greedy[3]]))
-    finally:
-        pool.release(slot)
-    assert got == greedy[:3]
+def test_end_token_ends_generation(converted):
+    small = bitnet.load(converted("2b4t-bf16"))
+    greedy = greedy_ids(small, PROMPT, 6)
+    small.tokenizer.eos_ids = [greedy[3]]  # the engine reads the end tokens when it is made
+    c = small.complete(PROMPT, max_tokens=6, temperature=0)
+    assert c.token_ids == tuple(greedy[:3]) and c.finish_reason == "stop"
+    assert small.complete(PROMPT, max_tokens=6, temperature=0, ignore_eos=True).token_ids == tuple(
+        greedy[:6]
+    )
+    small.close()
 
 
 @pytest.mark.parametrize(
@@ -206,13 +209,23 @@ def test_end_token_ends_generation(model):
         ({"min_p": 2}, "min_p"),
         ({"repeat_penalty": 0}, "repeat_penalty"),
         ({"seed": -1}, "seed"),
+        ({"presence_penalty": 3}, "presence_penalty"),
+        ({"top_logprobs": 21}, "top_logprobs"),
+        ({"stop": [1]}, "stop"),
     ],
 )
 def test_bad_options_raise_at_the_call(model, options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ParameterError, match=message) as info:
         model.stream(PROMPT, **options)
-    with pytest.raises(TypeError, match="not a string"):
-        model.generate(PROMPT, stop="END")
+    assert info.value.param == message
+    with pytest.raises(ParameterError, match=message):
+        bitnet.generate(PROMPT, model=model, **options)
+
+
+def test_one_stop_string(model):
+    full = model.generate(PROMPT, max_tokens=20, temperature=0)
+    stop = full[3:6]
+    assert model.generate(PROMPT, max_tokens=20, temperature=0, stop=stop) == full[: full.find(stop)]
 
 
 def test_ctrl_c_during_stream_leaves_the_model_usable(model):

@@ -19,18 +19,29 @@ def reference_distribution(
     min_p: float = 0.0,
     repeat_penalty: float = 1.0,
     history: tuple[int, ...] = (),
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    generated: tuple[int, ...] = (),
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Probabilities (n_vocab,) of the next token, by full sorting: the sampler's spec."""
-    z = logits.astype(np.float64).copy()
-    for t in set(history):
-        z[t] = z[t] / repeat_penalty if z[t] > 0 else z[t] * repeat_penalty
+    z = penalized(
+        logits,
+        repeat_penalty=repeat_penalty,
+        history=history,
+        presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty,
+        generated=generated,
+        allowed=allowed,
+    )
     if temperature == 0:
         p = np.zeros_like(z)
         p[int(np.argmax(z))] = 1.0
         return p
     z = z / temperature
     order = sorted(range(len(z)), key=lambda i: (-z[i], i))  # descending, ties by id
-    keep = order[:top_k] if 0 < top_k < len(z) else order
+    order = [i for i in order if z[i] != -np.inf]
+    keep = order[:top_k] if 0 < top_k < len(order) else order
     w = np.exp(z[keep] - z[keep[0]])
     total = w.sum()
     n = len(keep)
@@ -42,6 +53,34 @@ def reference_distribution(
     p = np.zeros_like(z)
     p[keep[:n]] = w[:n] / w[:n].sum()
     return p
+
+
+def penalized(
+    logits: np.ndarray,
+    *,
+    repeat_penalty: float = 1.0,
+    history: tuple[int, ...] = (),
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    generated: tuple[int, ...] = (),
+    allowed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Step 1 in float64: Hugging Face's repetition penalty over the window, then OpenAI's
+    documented formula mu[j] - c[j] * frequency_penalty - (c[j] > 0) * presence_penalty over the
+    generated tokens, then the mask."""
+    z = logits.astype(np.float64).copy()
+    for t in set(history):
+        z[t] = z[t] / repeat_penalty if z[t] > 0 else z[t] * repeat_penalty
+    counts = np.bincount(np.asarray(generated, dtype=np.int64), minlength=len(z))
+    z -= counts * frequency_penalty + (counts > 0) * presence_penalty
+    if allowed is not None:
+        z[~allowed] = -np.inf
+    return z
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    top = z[np.isfinite(z)].max()
+    return z - (top + np.log(np.exp(z - top).sum()))
 
 
 def chi_square_p_value(counts: np.ndarray, expected: np.ndarray) -> float:
@@ -74,8 +113,26 @@ CONFIGS = [
 ]
 
 
+PENALTY_CONFIGS = [
+    {"temperature": 1.0, "presence_penalty": 1.5, "generated": (3, 17, 17, 40)},
+    {"temperature": 0.8, "frequency_penalty": 0.7, "generated": (3, 17, 17, 17, 40)},
+    {"temperature": 1.0, "presence_penalty": -2.0, "frequency_penalty": 2.0, "generated": (5, 5)},
+    {
+        "temperature": 1.1,
+        "top_k": 12,
+        "repeat_penalty": 1.4,
+        "history": (1, 2, 3),
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.25,
+        "generated": (2, 2, 30),
+    },
+]
+MASK = np.random.default_rng(5).random(48) < 0.6
+
+
 def make_sampler(n_vocab: int, cfg: dict, seed: int = 1234) -> _core.Sampler:
-    args = {k: v for k, v in cfg.items() if k != "history"}
+    skip = ("history", "generated", "allowed")
+    args = {k: v for k, v in cfg.items() if k not in skip}
     s = _core.Sampler(
         n_vocab,
         temperature=args.get("temperature", 1.0),
@@ -84,9 +141,13 @@ def make_sampler(n_vocab: int, cfg: dict, seed: int = 1234) -> _core.Sampler:
         min_p=args.get("min_p", 0.0),
         repeat_penalty=args.get("repeat_penalty", 1.0),
         repeat_last_n=64,
+        presence_penalty=args.get("presence_penalty", 0.0),
+        frequency_penalty=args.get("frequency_penalty", 0.0),
         seed=seed,
     )
     for t in cfg.get("history", ()):
+        s.accept(t, generated=False)  # a prompt token: the window only, no counts
+    for t in cfg.get("generated", ()):
         s.accept(t)
     return s
 
@@ -100,6 +161,132 @@ def test_distribution_matches_reference(cfg):
     got[ids] = probs
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)  # float32 logits
     assert list(ids) == sorted(ids, key=lambda i: -expected[i])
+
+
+@pytest.mark.parametrize("cfg", PENALTY_CONFIGS, ids=str)
+@pytest.mark.parametrize("masked", [False, True])
+def test_penalties_and_mask_match_reference(cfg, masked):
+    allowed = MASK if masked else None
+    s = make_sampler(len(LOGITS), cfg)
+    ids, probs = s.distribution(LOGITS, allowed)
+    expected = reference_distribution(LOGITS, **cfg, allowed=allowed)
+    got = np.zeros(len(LOGITS))
+    got[ids] = probs
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
+    if masked:
+        assert MASK[ids].all()
+        draws = [s.sample(LOGITS, allowed) for _ in range(300)]
+        assert MASK[draws].all()
+
+
+def test_prompt_tokens_do_not_count_for_presence_and_frequency():
+    s = make_sampler(len(LOGITS), {"temperature": 0.0, "presence_penalty": 2.0})
+    best = int(np.argmax(LOGITS))
+    for _ in range(5):
+        s.accept(best, generated=False)
+    assert s.sample(LOGITS) == best
+    s.accept(best)
+    assert s.sample(LOGITS) != best  # 2 below its logit now: the runner-up wins (gap < 2)
+
+
+def test_reset_forgets_counts():
+    s = make_sampler(len(LOGITS), {"temperature": 0.0, "frequency_penalty": 2.0})
+    best = int(np.argmax(LOGITS))
+    s.accept(best)
+    assert s.sample(LOGITS) != best
+    s.reset(0)
+    assert s.sample(LOGITS) == best
+
+
+@pytest.mark.parametrize("cfg", [*CONFIGS[:4], *PENALTY_CONFIGS], ids=str)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_batch_sampler_equals_one_at_a_time(cfg, masked, n_threads):
+    """Rows drawn together (on several threads), asking for log-probabilities or not, give the
+    tokens each sampler gives alone."""
+    rng = np.random.default_rng(11)
+    rows = (rng.standard_normal((7, 48)) * 3).astype(np.float32)
+    allowed = MASK if masked else None
+    alone = [make_sampler(48, cfg, seed=100 + i) for i in range(7)]
+    batched = [make_sampler(48, cfg, seed=100 + i) for i in range(7)]
+    bs = _core.BatchSampler(n_threads)
+    assert bs.n_threads == n_threads
+    n_top = [5, -1, 0, 48, 3, 2, 1]
+    for _ in range(6):
+        expected = [s.sample(r, allowed) for s, r in zip(alone, rows, strict=True)]
+        tokens, logprob, top_ids, top_lp = bs.sample(batched, rows, [allowed] * 7, n_top)
+        assert tokens.tolist() == expected
+        for s, t in zip(alone, expected, strict=True):
+            s.accept(t)
+        for s, t in zip(batched, tokens.tolist(), strict=True):
+            s.accept(t)
+        assert top_ids.shape == top_lp.shape == (7, 48)
+        assert np.isnan(logprob[1]) and (top_ids[1] == -1).all() and (top_ids[2] == -1).all()
+
+
+def test_logprobs_are_log_softmax_after_penalties_and_mask():
+    rng = np.random.default_rng(12)
+    cfg = PENALTY_CONFIGS[3]
+    for masked in (False, True):
+        allowed = MASK if masked else None
+        s = make_sampler(48, cfg, seed=3)
+        generated = list(cfg["generated"])
+        history = list(cfg["history"]) + generated
+        bs = _core.BatchSampler(1)
+        for _ in range(5):
+            row = (rng.standard_normal(48) * 3).astype(np.float32)
+            ref = log_softmax(
+                penalized(
+                    row,
+                    repeat_penalty=cfg["repeat_penalty"],
+                    history=tuple(history[-64:]),
+                    presence_penalty=cfg["presence_penalty"],
+                    frequency_penalty=cfg["frequency_penalty"],
+                    generated=tuple(generated),
+                    allowed=allowed,
+                )
+            )
+            tokens, logprob, top_ids, top_lp = bs.sample([s], row[None, :], [allowed], [4])
+            t = int(tokens[0])
+            assert logprob[0] == pytest.approx(ref[t], abs=1e-5)
+            order = sorted(range(48), key=lambda i: (-ref[i], i))[:4]
+            assert top_ids[0].tolist() == order
+            np.testing.assert_allclose(top_lp[0], ref[order], atol=1e-5)
+            s.accept(t)
+            generated.append(t)
+            history.append(t)
+
+
+def test_greedy_logprobs_and_masked_alternatives():
+    s = _core.Sampler(4, temperature=0.0)
+    logits = np.array([1.0, 3.0, 2.0, 0.5], dtype=np.float32)
+    allowed = np.array([True, False, True, False])
+    tokens, logprob, top_ids, top_lp = _core.BatchSampler().sample(
+        [s], logits[None], [allowed], [4]
+    )
+    assert tokens[0] == 2
+    ref = log_softmax(np.where(allowed, logits.astype(np.float64), -np.inf))
+    assert logprob[0] == pytest.approx(ref[2], abs=1e-6)
+    assert top_ids[0].tolist() == [2, 0, -1, -1]  # masked tokens have probability 0: not listed
+    assert top_lp[0, 2] == -np.inf
+
+
+def test_batch_sampler_errors():
+    s = _core.Sampler(4)
+    bs = _core.BatchSampler(2)
+    logits = np.zeros((2, 4), dtype=np.float32)
+    with pytest.raises(ShapeError, match="one row per sampler"):
+        bs.sample([s], logits)
+    with pytest.raises(ShapeError, match="twice"):
+        bs.sample([s, s], logits)
+    with pytest.raises(ShapeError, match="n_vocab"):
+        bs.sample([_core.Sampler(5), s], logits)
+    with pytest.raises(ShapeError, match="row 1: cannot sample"):
+        bs.sample([s, _core.Sampler(4)], logits, [None, np.zeros(4, dtype=bool)])
+    with pytest.raises(ShapeError, match="n_vocab = 4"):
+        bs.sample([s, _core.Sampler(4)], logits, [None, np.ones(3, dtype=bool)])
+    with pytest.raises(ShapeError, match="one mask"):
+        bs.sample([s, _core.Sampler(4)], logits, [None])
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
@@ -197,7 +384,7 @@ def test_nan_and_inf_logits():
     s = _core.Sampler(3, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
     logits = np.array([np.nan, 1.0, -np.inf], dtype=np.float32)
     assert all(s.sample(logits) == 1 for _ in range(20))
-    with pytest.raises(ShapeError, match="NaN or -inf"):
+    with pytest.raises(ShapeError, match="NaN, -inf"):
         s.sample(np.array([np.nan, -np.inf, np.nan], dtype=np.float32))
     assert _core.Sampler(2, temperature=1e-30).sample(np.array([1, 2], np.float32)) == 1
 
@@ -211,6 +398,8 @@ def test_nan_and_inf_logits():
         ({"repeat_penalty": 0.0}, "repeat_penalty"),
         ({"repeat_last_n": -1}, "repeat_last_n"),
         ({"temperature": float("nan")}, "temperature"),
+        ({"presence_penalty": float("inf")}, "presence_penalty"),
+        ({"frequency_penalty": float("nan")}, "frequency_penalty"),
     ],
 )
 def test_invalid_parameters(kwargs, message):

@@ -1,4 +1,5 @@
-// Token sampling: repetition penalty, temperature, top-k, top-p, min-p (see sampler.h).
+// Token sampling: penalties, mask, log-probabilities, temperature, top-k, top-p, min-p
+// (see sampler.h).
 #include "model/sampler.h"
 
 #include <algorithm>
@@ -41,8 +42,13 @@ Sampler::Sampler(int64_t n_vocab, const SamplerParams& params)
                  "repeat_penalty must be a positive number, got ", p.repeat_penalty);
     BITNET_CHECK(p.repeat_last_n >= 0, ShapeError, "repeat_last_n must be >= 0, got ",
                  p.repeat_last_n);
+    BITNET_CHECK(std::isfinite(p.presence_penalty), ShapeError,
+                 "presence_penalty must be a finite number, got ", p.presence_penalty);
+    BITNET_CHECK(std::isfinite(p.frequency_penalty), ShapeError,
+                 "frequency_penalty must be a finite number, got ", p.frequency_penalty);
     history_.resize(static_cast<size_t>(p.repeat_last_n));
     stamp_.assign(static_cast<size_t>(n_vocab), 0);
+    count_.assign(static_cast<size_t>(n_vocab), 0);
     cand_.resize(static_cast<size_t>(n_vocab));
     weight_.resize(static_cast<size_t>(n_vocab));
     bin_mass_.resize(kBins);
@@ -54,11 +60,14 @@ void Sampler::reset(uint64_t seed) {
     rng_.seed(seed);
     history_next_ = 0;
     history_size_ = 0;
+    for (const int32_t id : counted_) count_[static_cast<size_t>(id)] = 0;
+    counted_.clear();
 }
 
-void Sampler::accept(int32_t token) {
+void Sampler::accept(int32_t token, bool generated) {
     BITNET_CHECK(token >= 0 && token < n_vocab_, ShapeError, "token id ", token,
                  " is out of range [0, ", n_vocab_, ")");
+    if (generated && count_[static_cast<size_t>(token)]++ == 0) counted_.push_back(token);
     if (params_.repeat_last_n == 0) return;
     history_[static_cast<size_t>(history_next_)] = token;
     history_next_ = (history_next_ + 1) % params_.repeat_last_n;
@@ -70,7 +79,7 @@ double Sampler::uniform() {
     return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0);
 }
 
-void Sampler::load(const float* logits, float inv_temperature) {
+void Sampler::load(const float* logits, const uint8_t* allowed, float inv_temperature) {
     // NaN never wins and never gets probability; +inf is clamped so that z - z_max stays finite.
     auto clean = [](float l) {
         if (std::isnan(l)) return -std::numeric_limits<float>::infinity();
@@ -84,29 +93,99 @@ void Sampler::load(const float* logits, float inv_temperature) {
     for (int64_t i = 0; i < n_vocab_; ++i) {
         cand_[static_cast<size_t>(i)] = {scaled(clean(logits[i])), static_cast<int32_t>(i)};
     }
+    // Step 1: only the tokens in the window or generated before differ from the plain values;
+    // each is recomputed from its logit once, the penalties in a fixed order (HF's repetition
+    // penalty, then OpenAI's frequency and presence penalties, as vLLM applies them).
     const float penalty = params_.repeat_penalty;
-    if (penalty == 1.0f || history_size_ == 0) return;
-    if (++stamp_now_ == 0) {  // the stamps wrapped around: start over
-        std::fill(stamp_.begin(), stamp_.end(), 0u);
-        stamp_now_ = 1;
+    const bool repetition = penalty != 1.0f && history_size_ > 0;
+    const bool counts = !counted_.empty() &&
+                        (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f);
+    if (repetition || counts) {
+        if (stamp_now_ > UINT32_MAX - 2) {  // the stamps would wrap around: start over
+            std::fill(stamp_.begin(), stamp_.end(), 0u);
+            stamp_now_ = 0;
+        }
+        const uint32_t in_window = ++stamp_now_;
+        const uint32_t done = ++stamp_now_;
+        if (repetition) {
+            for (int64_t i = 0; i < history_size_; ++i) {
+                stamp_[static_cast<size_t>(history_[static_cast<size_t>(i)])] = in_window;
+            }
+        }
+        auto penalize = [&](int32_t token) {
+            const auto id = static_cast<size_t>(token);
+            if (stamp_[id] == done) return;  // each distinct token is penalized once
+            const bool windowed = stamp_[id] == in_window;
+            stamp_[id] = done;
+            float l = clean(logits[id]);
+            if (windowed) l = l > 0.0f ? l / penalty : l * penalty;
+            if (count_[id] > 0) {
+                l -= params_.frequency_penalty * static_cast<float>(count_[id]);
+                l -= params_.presence_penalty;
+            }
+            cand_[id].z = scaled(l);
+        };
+        if (repetition) {
+            for (int64_t i = 0; i < history_size_; ++i) penalize(history_[static_cast<size_t>(i)]);
+        }
+        if (counts) {
+            for (const int32_t token : counted_) penalize(token);
+        }
     }
-    for (int64_t i = 0; i < history_size_; ++i) {
-        const auto id = static_cast<size_t>(history_[static_cast<size_t>(i)]);
-        if (stamp_[id] == stamp_now_) continue;  // each distinct token is penalized once
-        stamp_[id] = stamp_now_;
-        const float l = clean(logits[id]);
-        cand_[id].z = scaled(l > 0.0f ? l / penalty : l * penalty);
+    if (allowed != nullptr) {
+        for (int64_t i = 0; i < n_vocab_; ++i) {
+            if (allowed[i] == 0) cand_[static_cast<size_t>(i)].z = -std::numeric_limits<float>::infinity();
+        }
     }
 }
 
-int32_t Sampler::argmax(const float* logits) {
-    load(logits, 1.0f);
+void Sampler::logprobs(TokenLogprobs* out, int64_t n_top) {
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    float z_max = kNegInf;
+    for (const Candidate& c : cand_) z_max = std::max(z_max, c.z);
+    BITNET_CHECK(z_max != kNegInf, ShapeError,
+                 "cannot sample: every logit is NaN, -inf or masked out");
+    pen_.resize(static_cast<size_t>(n_vocab_));
+    double sum = 0.0;
+    for (int64_t i = 0; i < n_vocab_; ++i) {
+        const float z = cand_[static_cast<size_t>(i)].z;
+        pen_[static_cast<size_t>(i)] = z;
+        sum += std::exp(static_cast<double>(z) - static_cast<double>(z_max));
+    }
+    pen_lse_ = static_cast<double>(z_max) + std::log(sum);
+    out->logprob = 0.0f;
+    out->top_ids.clear();
+    out->top_logprobs.clear();
+    const int64_t k = std::min(n_top, n_vocab_);
+    if (k <= 0) return;
+    // The k best in a heap whose top is the worst held (as select_top_k), without moving cand_.
+    auto worse = [](const Candidate& a, const Candidate& b) { return before(a, b); };
+    heap_.clear();
+    for (const Candidate& c : cand_) {
+        if (c.z == kNegInf) continue;  // probability 0: never listed
+        if (static_cast<int64_t>(heap_.size()) < k) {
+            heap_.push_back(c);
+            std::push_heap(heap_.begin(), heap_.end(), worse);
+        } else if (before(c, heap_.front())) {
+            std::pop_heap(heap_.begin(), heap_.end(), worse);
+            heap_.back() = c;
+            std::push_heap(heap_.begin(), heap_.end(), worse);
+        }
+    }
+    std::sort(heap_.begin(), heap_.end(), before);
+    for (const Candidate& c : heap_) {
+        out->top_ids.push_back(c.id);
+        out->top_logprobs.push_back(static_cast<float>(static_cast<double>(c.z) - pen_lse_));
+    }
+}
+
+int32_t Sampler::argmax() const {
     const Candidate* best = &cand_[0];
     for (const Candidate& c : cand_) {
         if (before(c, *best)) best = &c;
     }
     BITNET_CHECK(best->z != -std::numeric_limits<float>::infinity(), ShapeError,
-                 "cannot sample: every logit is NaN or -inf");
+                 "cannot sample: every logit is NaN, -inf or masked out");
     return best->id;
 }
 
@@ -138,7 +217,7 @@ void Sampler::filter(bool sorted) {
     float z_max = -std::numeric_limits<float>::infinity();
     for (const Candidate& c : cand_) z_max = std::max(z_max, c.z);
     BITNET_CHECK(z_max != -std::numeric_limits<float>::infinity(), ShapeError,
-                 "cannot sample: every logit is NaN or -inf");
+                 "cannot sample: every logit is NaN, -inf or masked out");
     auto weight = [z_max](const Candidate& c) { return static_cast<double>(std::exp(c.z - z_max)); };
 
     // Step 3, top-k: the k best move to the front, unordered.
@@ -224,33 +303,91 @@ void Sampler::filter(bool sorted) {
     }
 }
 
-int32_t Sampler::sample(const float* logits) {
-    if (!(params_.temperature > 0.0f)) return argmax(logits);
-    load(logits, 1.0f / params_.temperature);
+int32_t Sampler::sample(const float* logits, const uint8_t* allowed, TokenLogprobs* out,
+                       int64_t n_top) {
+    const bool greedy = !(params_.temperature > 0.0f);
+    const float inv_temperature = greedy ? 1.0f : 1.0f / params_.temperature;
+    int32_t token = 0;
+    if (out == nullptr) {
+        load(logits, allowed, inv_temperature);
+        if (greedy) return argmax();
+    } else {
+        // The step-1 values first (for the log-probabilities), then scaled in place: z * (1/T)
+        // rounds exactly as load() with the temperature would, so the draw is the same.
+        load(logits, allowed, 1.0f);
+        logprobs(out, n_top);
+        if (greedy) {
+            token = argmax();
+            out->logprob = static_cast<float>(static_cast<double>(pen_[static_cast<size_t>(token)]) - pen_lse_);
+            return token;
+        }
+        for (Candidate& c : cand_) {
+            const float z = c.z * inv_temperature;
+            c.z = z == std::numeric_limits<float>::infinity() ? FLT_MAX : z;
+        }
+    }
     filter(/*sorted=*/false);
     const double u = uniform() * kept_mass_;
     double acc = 0.0;
+    token = cand_[n_kept_ - 1].id;  // u rounded up to the total
     for (int64_t i = 0; i < n_kept_; ++i) {
         acc += weight_[i];
-        if (u < acc) return cand_[i].id;
+        if (u < acc) {
+            token = cand_[i].id;
+            break;
+        }
     }
-    return cand_[n_kept_ - 1].id;  // u rounded up to the total
+    if (out != nullptr) {
+        out->logprob = static_cast<float>(static_cast<double>(pen_[static_cast<size_t>(token)]) - pen_lse_);
+    }
+    return token;
 }
 
 void Sampler::distribution(const float* logits, std::vector<int32_t>* ids,
-                           std::vector<double>* probs) {
+                           std::vector<double>* probs, const uint8_t* allowed) {
     ids->clear();
     probs->clear();
     if (!(params_.temperature > 0.0f)) {
-        ids->push_back(argmax(logits));
+        load(logits, allowed, 1.0f);
+        ids->push_back(argmax());
         probs->push_back(1.0);
         return;
     }
-    load(logits, 1.0f / params_.temperature);
+    load(logits, allowed, 1.0f / params_.temperature);
     filter(/*sorted=*/true);
     for (int64_t i = 0; i < n_kept_; ++i) {
         ids->push_back(cand_[i].id);
         probs->push_back(weight_[i] / kept_mass_);
+    }
+}
+
+void sample_rows(SampleRow* rows, int64_t n, ThreadPool* pool) {
+    auto run = [rows](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            SampleRow& r = rows[i];
+            r.error.clear();
+            try {
+                r.token = r.sampler->sample(r.logits, r.allowed,
+                                            r.n_top >= 0 ? &r.logprobs : nullptr,
+                                            std::max<int64_t>(r.n_top, 0));
+            } catch (const std::exception& e) {  // thread pool tasks must not throw
+                r.token = -1;
+                r.error = e.what();
+            }
+        }
+    };
+    if (pool == nullptr || pool->n_threads() == 1 || n < 2) {
+        run(0, n);
+    } else {
+        pool->run([&](int part, int n_parts) {
+            int64_t begin = 0;
+            int64_t end = 0;
+            split_range(n, 1, part, n_parts, &begin, &end);
+            run(begin, end);
+        });
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        BITNET_CHECK(rows[i].error.empty(), ShapeError, "row ", i, ": ", rows[i].error);
     }
 }
 

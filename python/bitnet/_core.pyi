@@ -1,5 +1,6 @@
 """Type stubs of the compiled extension bitnet._core (kept in sync by tests/test_api.py)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -81,18 +82,37 @@ class Sampler:
         min_p: float = 0.05,
         repeat_penalty: float = 1.0,
         repeat_last_n: int = 64,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
         seed: int = 0,
     ) -> None: ...
     @property
     def n_vocab(self) -> int: ...
     @property
     def seed(self) -> int: ...
-    def sample(self, logits: npt.ArrayLike) -> int: ...
-    def accept(self, token: int) -> None: ...
+    def sample(self, logits: npt.ArrayLike, allowed: npt.ArrayLike | None = None) -> int: ...
+    def accept(self, token: int, generated: bool = True) -> None: ...
     def reset(self, seed: int) -> None: ...
     def distribution(
-        self, logits: npt.ArrayLike
+        self, logits: npt.ArrayLike, allowed: npt.ArrayLike | None = None
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]: ...
+
+class BatchSampler:
+    def __init__(self, n_threads: int = 1) -> None: ...
+    @property
+    def n_threads(self) -> int: ...
+    def sample(
+        self,
+        samplers: list[Sampler],
+        logits: npt.ArrayLike,
+        allowed: Sequence[npt.ArrayLike | None] | None = None,
+        n_top: Sequence[int] | None = None,
+    ) -> tuple[
+        npt.NDArray[np.int32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.float32],
+    ]: ...
 
 def type_name(type_id: int) -> str: ...
 def kernel_isa() -> str: ...

@@ -1,16 +1,18 @@
 """The Model class: a loaded GGUF model with its tokenizer, generation, chat and perplexity.
 
-Thread safety: the weights are immutable and shared; every call borrows its own session (KV
-cache) from a small pool (:class:`bitnet.generation.SessionPool`). One Model can therefore be
-used from several threads at once: calls run in parallel (the forward pass releases the GIL)
-and never corrupt each other's state. A later call whose prompt extends an earlier one (the
-next turn of a chat) reuses that call's cache for the shared prefix.
+Thread safety: the weights are immutable and shared. Generation (``generate``, ``stream``,
+``complete``, ``chat``, ``submit``, ``generate_batch``; :mod:`bitnet.completions`) runs on the
+model's engine (:mod:`bitnet.engine`): one engine thread advances every request together, so
+calls from many threads at once are batched into the same forward passes. ``logits`` and
+``perplexity`` borrow a private session (KV cache) per call and run in parallel.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,16 +21,17 @@ import numpy as np
 
 from . import _core
 from .chat import render_chat_template
-from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
-from .generation import SamplingParams, SessionPool, TextStream, generate_tokens
+from .completions import GenerationMixin, Message
+from .engine import Engine
+from .engine.engine import KV_TYPES
+from .errors import BitnetError, FormatError, ParameterError, ShapeError, UnsupportedError
+from .sessions import SessionPool
 from .tokenizer import Tokenizer, tokenizer_from_gguf
 
 __all__ = ["Model", "load"]
 
-Message = Mapping[str, Any]
 
-
-class Model:
+class Model(GenerationMixin):
     """A BitNet model loaded from a GGUF file.
 
     Example:
@@ -46,18 +49,18 @@ class Model:
         path: str | os.PathLike[str],
         *,
         n_ctx: int = 0,
-        n_batch: int = 256,
+        n_batch: int = 512,
         n_threads: int | None = None,
-        kv_cache: str = "f32",
+        kv_cache: str = "f16",
+        n_parallel: int = 4,
+        kv_budget: int | None = None,
+        max_queue: int = 64,
         output_type: str = "auto",
         isa: str | None = None,
         kernel: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        if n_threads is not None and not 1 <= n_threads <= 1024:
-            raise ShapeError(f"n_threads must be between 1 and 1024, got {n_threads}")
-        if kv_cache not in ("f32", "f16"):
-            raise ShapeError(f"kv_cache must be 'f32' or 'f16', got {kv_cache!r}")
+        _check_options(n_ctx, n_batch, n_threads, kv_cache, n_parallel, kv_budget, max_queue)
         p = Path(self.path)
         if p.is_dir():
             hint = " (a Hugging Face checkpoint: convert it with `bitnet convert`)"
@@ -68,10 +71,34 @@ class Model:
         if not p.exists():
             raise FileNotFoundError(f"{self.path}: no such file")
         self._core = _core.Model(self.path, output_type, isa or "", kernel or "")
+        head_dim = int(self._core.config["head_dim"])
+        if kv_cache == "q8_0" and head_dim % 32:
+            raise UnsupportedError(
+                f"{self.path}: kv_cache='q8_0' needs head_dim to be a multiple of 32, but the "
+                f"model's head_dim is {head_dim}; use 'f16'"
+            )
         self._pool: SessionPool | None = SessionPool(
-            self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_f16=kv_cache == "f16"
+            self._core, n_ctx, n_batch, n_threads=n_threads or 0, kv_cache=kv_cache
         )
         self._n_ctx = self._pool.n_ctx
+        if kv_budget is not None and kv_budget < self._n_ctx:
+            raise ParameterError(
+                "kv_budget",
+                f"kv_budget ({kv_budget} tokens) must hold at least one full context "
+                f"(n_ctx = {self._n_ctx})",
+            )
+        self._engine_options: dict[str, Any] = {
+            "n_ctx": self._n_ctx,
+            "n_batch": n_batch,
+            "n_threads": n_threads or 0,
+            "n_parallel": n_parallel,
+            "kv_budget": kv_budget,
+            "max_queue": max_queue,
+            "kv_cache": kv_cache,
+        }
+        self.kv_cache = kv_cache
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
 
     # -- metadata -------------------------------------------------------------------------
@@ -131,6 +158,23 @@ class Model:
             raise BitnetError(f"{self.path}: the model has been closed")
         return self._pool
 
+    @property
+    def engine(self) -> Engine:
+        """The continuous-batching engine every generation runs on (made on first use).
+
+        It runs up to n_parallel sequences at once within the kv_budget, queues up to
+        max_queue more, and is shared by every thread using this model.
+        """
+        engine = self._engine
+        if engine is not None:
+            return engine
+        with self._engine_lock:
+            self._live_pool()  # not after close()
+            if self._engine is None:
+                self._engine = Engine(self, **self._engine_options)
+                weakref.finalize(self, self._engine.close)
+            return self._engine
+
     # -- text <-> ids ---------------------------------------------------------------------
     def tokenize(
         self, text: str, *, add_bos: bool | None = None, special: bool = True
@@ -165,172 +209,11 @@ class Model:
         if ids.min() < 0 or ids.max() >= self.n_vocab:
             raise ShapeError(f"token ids must be in [0, {self.n_vocab})")
         pool = self._live_pool()
-        slot = pool.acquire()
+        session = pool.acquire()
         try:
-            slot.session.truncate(0)
-            slot.tokens.clear()
-            slot.tokens.extend(int(i) for i in ids)
-            return np.asarray(slot.session.decode(ids.astype(np.int32), True))
+            return np.asarray(session.decode(ids.astype(np.int32), True))
         finally:
-            pool.release(slot)
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        repeat_last_n: int = 64,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-    ) -> str:
-        """Continues a prompt.
-
-        Generation ends after max_tokens tokens, at an end-of-sequence or end-of-turn token, at
-        the first stop string (which is not included), or when the context is full.
-
-        Args:
-            prompt: The text to continue. Special-token text in it is read as special tokens;
-                the BOS token is added when the model asks for it.
-            max_tokens: Most tokens to generate.
-            temperature: Divides the logits; 0 means greedy (always the likeliest token).
-            top_k: Sample among the k likeliest tokens (0: all).
-            top_p: Sample among the likeliest tokens whose probabilities add up to top_p
-                (1: all).
-            min_p: Drop tokens less likely than min_p times the likeliest one (0: none).
-            repeat_penalty: Penalty for tokens among the last repeat_last_n (1: none): a
-                positive logit is divided by it, a negative one multiplied.
-            repeat_last_n: How many recent tokens (prompt included) the penalty looks at.
-            seed: Seed of the random generator: the same seed gives the same text. None draws
-                a fresh one.
-            stop: Strings that end generation, even when they span several tokens.
-
-        Returns:
-            The generated text.
-
-        Raises:
-            ShapeError: The prompt is longer than the context.
-            ValueError: An option is out of range.
-
-        Example:
-            >>> model.generate("1, 2, 3,", max_tokens=8, temperature=0, stop=["6"])  # doctest: +SKIP
-            ' 4, 5, '
-        """
-        return "".join(
-            self.stream(
-                prompt,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                min_p=min_p,
-                repeat_penalty=repeat_penalty,
-                repeat_last_n=repeat_last_n,
-                seed=seed,
-                stop=stop,
-            )
-        )
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        repeat_last_n: int = 64,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-    ) -> Iterator[str]:
-        """Continues a prompt, yielding text as it is generated.
-
-        The pieces joined are exactly what :meth:`generate` returns with the same options and
-        seed. Every piece is valid text: a character whose bytes span several tokens comes out
-        whole, and text that may begin a stop string is held back until it is clear. Stopping
-        the iteration early (``break``, Ctrl-C) ends generation and leaves the model usable.
-
-        Args:
-            prompt: The text to continue.
-            max_tokens: See :meth:`generate` for this and every other option.
-            temperature: See :meth:`generate`.
-            top_k: See :meth:`generate`.
-            top_p: See :meth:`generate`.
-            min_p: See :meth:`generate`.
-            repeat_penalty: See :meth:`generate`.
-            repeat_last_n: See :meth:`generate`.
-            seed: See :meth:`generate`.
-            stop: See :meth:`generate`.
-
-        Yields:
-            Pieces of generated text.
-
-        Example:
-            >>> for piece in model.stream("Once upon a time", max_tokens=32):  # doctest: +SKIP
-            ...     print(piece, end="", flush=True)
-        """
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            repeat_last_n=repeat_last_n,
-            seed=seed,
-            stop=stop,
-        )
-        return self._stream_ids(self._prompt_ids(prompt), params, strip_leading_space=False)
-
-    def _prompt_ids(self, text: str) -> list[int]:
-        ids = self.tokenize(text)
-        if not ids:
-            raise ShapeError("the prompt is empty and the model adds no BOS token")
-        return ids
-
-    def _stream_ids(
-        self, ids: list[int], params: SamplingParams, *, strip_leading_space: bool
-    ) -> Iterator[str]:
-        # Everything that can fail on bad input fails here, before the first next().
-        pool = self._live_pool()
-        if len(ids) > pool.n_ctx:
-            raise ShapeError(
-                f"the prompt has {len(ids)} tokens but the context holds {pool.n_ctx}; shorten "
-                "it or load the model with a larger n_ctx"
-            )
-        sampler = params.sampler(self.n_vocab)
-        tokenizer = self.tokenizer
-        return self._run(pool, ids, params, sampler, tokenizer, strip_leading_space)
-
-    @staticmethod
-    def _run(
-        pool: SessionPool,
-        ids: list[int],
-        params: SamplingParams,
-        sampler: _core.Sampler,
-        tokenizer: Tokenizer,
-        strip_leading_space: bool,
-    ) -> Iterator[str]:
-        slot = pool.acquire(ids)
-        try:
-            text = TextStream(params.stop, strip_leading_space=strip_leading_space)
-            for token in generate_tokens(slot, ids, params, sampler, tokenizer.eos_ids):
-                piece = text.push(tokenizer.token_bytes(token))
-                if piece:
-                    yield piece
-                if text.stopped:
-                    return
-            tail = text.flush()
-            if tail:
-                yield tail
-        finally:
-            pool.release(slot)
+            pool.release(session)
 
     # -- chat -----------------------------------------------------------------------------
     def apply_chat_template(
@@ -368,117 +251,6 @@ class Model:
             add_generation_prompt=add_generation_prompt,
             bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
             eos_token=tok.token_text(tok.eos_ids[0]) if tok.eos_ids else "",
-        )
-
-    def chat(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        repeat_last_n: int = 64,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        chat_template: str | None = None,
-    ) -> str:
-        """The assistant's reply to a conversation.
-
-        The conversation is rendered with the model's chat template and the reply ends at the
-        model's end-of-turn token. Calling again with the reply and a new user message appended
-        reuses the cached computation of everything before.
-
-        Args:
-            messages: Dicts with "role" and "content", oldest first.
-            max_tokens: See :meth:`generate` for this and the sampling options.
-            temperature: See :meth:`generate`.
-            top_k: See :meth:`generate`.
-            top_p: See :meth:`generate`.
-            min_p: See :meth:`generate`.
-            repeat_penalty: See :meth:`generate`.
-            repeat_last_n: See :meth:`generate`.
-            seed: See :meth:`generate`.
-            stop: See :meth:`generate`.
-            chat_template: A Jinja2 template to use instead of the model's own.
-
-        Returns:
-            The reply text.
-
-        Example:
-            >>> history = [{"role": "user", "content": "Name a colour."}]  # doctest: +SKIP
-            >>> reply = model.chat(history, seed=0)  # doctest: +SKIP
-            >>> history += [{"role": "assistant", "content": reply},
-            ...             {"role": "user", "content": "Another?"}]  # doctest: +SKIP
-            >>> model.chat(history, seed=0)  # doctest: +SKIP
-        """
-        return "".join(
-            self.chat_stream(
-                messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                min_p=min_p,
-                repeat_penalty=repeat_penalty,
-                repeat_last_n=repeat_last_n,
-                seed=seed,
-                stop=stop,
-                chat_template=chat_template,
-            )
-        )
-
-    def chat_stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int = 40,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        repeat_last_n: int = 64,
-        seed: int | None = None,
-        stop: Sequence[str] = (),
-        chat_template: str | None = None,
-    ) -> Iterator[str]:
-        """The assistant's reply to a conversation, yielded as it is generated.
-
-        Args:
-            messages: See :meth:`chat` for this and chat_template.
-            max_tokens: See :meth:`generate` for this and the sampling options.
-            temperature: See :meth:`generate`.
-            top_k: See :meth:`generate`.
-            top_p: See :meth:`generate`.
-            min_p: See :meth:`generate`.
-            repeat_penalty: See :meth:`generate`.
-            repeat_last_n: See :meth:`generate`.
-            seed: See :meth:`generate`.
-            stop: See :meth:`generate`.
-            chat_template: See :meth:`chat`.
-
-        Yields:
-            Pieces of the reply.
-        """
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            repeat_last_n=repeat_last_n,
-            seed=seed,
-            stop=stop,
-        )
-        prompt = self.apply_chat_template(messages, chat_template=chat_template)
-        return self._stream_ids(
-            self._prompt_ids(prompt),
-            params,
-            strip_leading_space=self.tokenizer.strip_leading_space,
         )
 
     # -- evaluation -----------------------------------------------------------------------
@@ -526,10 +298,15 @@ class Model:
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
-        """Releases the KV caches (the weights go when the last reference does)."""
-        if self._pool is not None:
-            self._pool.close()
-        self._pool = None
+        """Stops the engine (cancelling what still runs) and releases the KV caches; the
+        weights go when the last reference does. Idempotent."""
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = None
+        if engine is not None:
+            engine.close()
 
     def __enter__(self) -> Model:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
@@ -554,9 +331,12 @@ def load(
     path: str | os.PathLike[str],
     *,
     n_ctx: int = 0,
-    n_batch: int = 256,
+    n_batch: int = 512,
     n_threads: int | None = None,
-    kv_cache: str = "f32",
+    kv_cache: str = "f16",
+    n_parallel: int = 4,
+    kv_budget: int | None = None,
+    max_queue: int = 64,
     output_type: str = "auto",
     isa: str | None = None,
     kernel: str | None = None,
@@ -570,10 +350,19 @@ def load(
             bitnet.cpp's I2_S), a hub repository ("microsoft/bitnet-b1.58-2B-4T"; GGUF
             repositories load directly, others are downloaded and converted once), or a short
             name from ``bitnet models`` ("bitnet-2b4t").
-        n_ctx: Context length to allocate (0: the model's training context).
-        n_batch: Most tokens per forward pass when processing a prompt.
+        n_ctx: Most tokens one sequence holds, prompt plus generated text (0: the model's
+            training context).
+        n_batch: Most tokens per forward pass (one engine step: the decodes of every running
+            sequence plus chunks of prompts; at least n_parallel).
         n_threads: Threads of each forward pass (None: every hardware thread).
-        kv_cache: ``"f32"`` or ``"f16"`` (half the KV-cache memory; attention math stays float).
+        kv_cache: KV-cache storage: ``"f16"`` (the default: half of f32's memory),
+            ``"q8_0"`` (int8 blocks of 32 with a scale, like llama.cpp's ``--cache-type-k
+            q8_0``: about a quarter) or ``"f32"``. Attention math stays float.
+        n_parallel: Most sequences the engine advances at once (requests beyond it wait).
+        kv_budget: KV-cache positions shared by all sequences and the prefix cache (None:
+            n_parallel * n_ctx; at least n_ctx). Memory is reserved and only touched as used.
+        max_queue: Most requests waiting for a slot; beyond it submitting raises
+            QueueFullError.
         output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
             ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits
             within about 1% of exact) or ``"f32"`` (exact float products of the file's values).
@@ -606,7 +395,47 @@ def load(
         n_batch=n_batch,
         n_threads=n_threads,
         kv_cache=kv_cache,
+        n_parallel=n_parallel,
+        kv_budget=kv_budget,
+        max_queue=max_queue,
         output_type=output_type,
         isa=isa,
         kernel=kernel,
     )
+
+
+def _check_options(
+    n_ctx: Any,
+    n_batch: Any,
+    n_threads: Any,
+    kv_cache: Any,
+    n_parallel: Any,
+    kv_budget: Any,
+    max_queue: Any,
+) -> None:
+    """Type and range of the load options (ParameterError naming the option)."""
+
+    def integer(name: str, value: Any, lo: int, hi: int = 1 << 40) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(name, f"{name} must be an integer, got {value!r}")
+        if not lo <= value <= hi:
+            raise ParameterError(name, f"{name} must be in [{lo}, {hi}], got {value}")
+
+    integer("n_ctx", n_ctx, 0)
+    integer("n_batch", n_batch, 1)
+    if n_threads is not None:
+        integer("n_threads", n_threads, 1, 1024)
+    integer("n_parallel", n_parallel, 1, 4096)
+    if kv_budget is not None:
+        integer("kv_budget", kv_budget, 1)
+    integer("max_queue", max_queue, 0)
+    if n_batch < n_parallel:
+        raise ParameterError(
+            "n_batch",
+            f"n_batch ({n_batch}) must be at least n_parallel ({n_parallel}): every running "
+            "sequence decodes one token per step",
+        )
+    if kv_cache not in KV_TYPES:
+        raise ParameterError(
+            "kv_cache", f"kv_cache must be one of {', '.join(KV_TYPES)}, got {kv_cache!r}"
+        )

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..generation import Slot, common_prefix
-
 if TYPE_CHECKING:
+    from .. import _core
     from ..model import Model
 
 __all__ = ["Cursor", "borrow", "log_softmax_rows", "max_rows"]
@@ -29,18 +28,14 @@ def max_rows(n_vocab: int, budget: int = _MAX_LOGIT_FLOATS) -> int:
 
 
 @contextmanager
-def borrow(model: Model, prompt: Sequence[int] | None = None) -> Iterator[Cursor]:
-    """Lends one of the model's sessions (the one sharing the longest prefix with prompt).
-
-    The session goes back to the model's pool afterwards, its token record in agreement with
-    its cache, so later calls can reuse what it holds.
-    """
+def borrow(model: Model) -> Iterator[Cursor]:
+    """Lends one of the model's sessions (a private KV cache, empty), for one caller."""
     pool = model._live_pool()
-    slot = pool.acquire(prompt)
+    session = pool.acquire()
     try:
-        yield Cursor(slot, model.n_vocab)
+        yield Cursor(session, model.n_vocab)
     finally:
-        pool.release(slot)
+        pool.release(session)
 
 
 class Cursor:
@@ -49,33 +44,37 @@ class Cursor:
     Not thread-safe: one cursor serves one caller.
     """
 
-    def __init__(self, slot: Slot, n_vocab: int) -> None:
-        self._slot = slot
+    def __init__(self, session: _core.Session, n_vocab: int) -> None:
+        self._session = session
+        self._tokens: list[int] = []
         self.n_vocab = n_vocab
-        self.n_ctx = int(slot.session.n_ctx)
+        self.n_ctx = int(session.n_ctx)
+        session.truncate(0)
 
     @property
     def tokens(self) -> list[int]:
         """The tokens the cache holds (do not modify)."""
-        return self._slot.tokens
+        return self._tokens
 
     def rewind(self, tokens: Sequence[int], limit: int) -> int:
         """Keeps the longest cached prefix of tokens, at most limit long; returns its length."""
-        keep = min(common_prefix(self._slot.tokens, tokens), limit)
+        n = min(len(self._tokens), len(tokens), limit)
+        keep = 0
+        while keep < n and self._tokens[keep] == tokens[keep]:
+            keep += 1
         self.truncate(keep)
         return keep
 
     def truncate(self, n: int) -> None:
         """Forgets every position from n on."""
-        self._slot.session.truncate(n)
-        del self._slot.tokens[n:]
+        self._session.truncate(n)
+        del self._tokens[n:]
 
     def feed(self, tokens: Sequence[int]) -> None:
         """Appends tokens to the cache without computing logits."""
         if len(tokens) == 0:
             return
-        self._slot.tokens.extend(int(t) for t in tokens)  # release() trims it on failure
-        self._slot.session.decode(np.asarray(tokens, dtype=np.int32), False)
+        self._decode(tokens, False)
 
     def feed_rows(
         self, tokens: Sequence[int], *, rows: int = 0
@@ -86,10 +85,18 @@ class Cursor:
         """
         step = rows or max_rows(self.n_vocab)
         for begin in range(0, len(tokens), step):
-            piece = [int(t) for t in tokens[begin : begin + step]]
-            self._slot.tokens.extend(piece)
-            out = self._slot.session.decode(np.asarray(piece, dtype=np.int32), True)
-            yield begin, np.asarray(out)
+            yield begin, self._decode(tokens[begin : begin + step], True)
+
+    def _decode(self, tokens: Sequence[int], logits: bool) -> np.ndarray:
+        piece = [int(t) for t in tokens]
+        try:
+            out = self._session.decode(np.asarray(piece, dtype=np.int32), logits)
+        except BaseException:
+            # The cache may hold part of the piece: make it agree with the token record.
+            self._session.truncate(len(self._tokens))
+            raise
+        self._tokens.extend(piece)
+        return np.asarray(out)
 
 
 def log_softmax_rows(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..generation import SamplingParams
-
 if TYPE_CHECKING:
     from ..model import Model
 
@@ -40,17 +38,28 @@ def generate_all(
 ) -> list[str]:
     """The generated text of every request, in order.
 
+    Requests with the same options (a task's requests all have the same ``until`` and
+    ``max_gen_toks``) go to the model's engine together (:meth:`bitnet.Model.generate_batch`),
+    which runs them in one continuous batch.
+
     Args:
         model: The model.
         requests: What to generate.
-        on_done: Called with (request index, text) as each request finishes.
+        on_done: Called with (request index, text) as each group of requests finishes.
     """
-    out: list[str] = []
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i, req in enumerate(requests):
-        params = SamplingParams(max_tokens=req.max_tokens, stop=req.stop, **dict(req.options))
-        ids = [int(t) for t in req.prompt]
-        text = "".join(model._stream_ids(ids, params, strip_leading_space=False))
-        out.append(text)
-        if on_done is not None:
-            on_done(i, text)
-    return out
+        key = (req.max_tokens, req.stop, tuple(sorted(req.options.items())))
+        groups.setdefault(key, []).append(i)
+    out: list[str | None] = [None] * len(requests)
+    for members in groups.values():
+        first = requests[members[0]]
+        prompts = [[int(t) for t in requests[i].prompt] for i in members]
+        results = model.generate_batch(
+            prompts, max_tokens=first.max_tokens, stop=first.stop, **dict(first.options)
+        )
+        for i, completion in zip(members, results, strict=True):
+            out[i] = completion.text
+            if on_done is not None:
+                on_done(i, completion.text)
+    return [text or "" for text in out]

@@ -89,7 +89,7 @@ def score_continuations(
         from tqdm import tqdm
 
         bar = tqdm(total=len(order), unit="request", desc="loglikelihood")
-    with borrow(model, prepared[order[0]][0] if order else None) as cursor:
+    with borrow(model) as cursor:
         for i in order:
             whole, n_cont = prepared[i]
             score = _score_one(cursor, whole, n_cont)

@@ -1,0 +1,605 @@
+"""Engine: one thread that owns the batched decoder and the KV cache and runs steps.
+
+Who owns what (docs/architecture.md):
+
+* The **engine thread** owns the C++ ``KvCache`` and ``BatchDecoder``, the per-request samplers,
+  text streams and constraints while requests run, and is the only thread that calls
+  ``BatchDecoder.step`` and the samplers (both release the GIL while they compute).
+* The **scheduler** (pure policy, :mod:`bitnet.engine.scheduler`) and its block manager are
+  shared state under the engine's lock: callers add and cancel requests, the engine thread
+  schedules, completes and finishes them.
+* **Callers** (any thread, or asyncio) tokenize, validate and compile constraints in
+  :meth:`Engine.submit` before anything reaches the engine, then read their
+  :class:`~bitnet.engine.handle.RequestHandle`.
+
+One step: drop cancelled requests; schedule (decodes first, then prompt chunks, at most n_batch
+tokens); run the decoder over every scheduled sequence at once (one read of the weights); sample
+one token for every sequence whose chunk reached its end, all rows in one C++ call on a thread
+pool; apply EOS, stop strings, max_tokens, the context limit and the constraint; push one chunk
+per token to each handle.
+
+Determinism: each request has its own seeded sampler, and the decoder's logits for a sequence
+do not depend on the rest of the batch, on how its prompt was chunked, on prefix-cache hits or
+on preemption. So a seeded request gives the same tokens alone or among any others.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .. import _core
+from ..errors import BitnetError, ParameterError, QueueFullError, UnsupportedError
+from .handle import RequestHandle
+from .kv_blocks import BlockManager
+from .params import SamplingParams
+from .results import Chunk, Completion, FinishReason, Timings, TokenLogprob, TopLogprob
+from .scheduler import PrefillPolicy, Scheduler, SeqStatus, SequenceState, StepPlan
+from .text import TextStream
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+__all__ = ["Engine", "EngineStats", "TokenConstraint"]
+
+KV_TYPES = ("f16", "q8_0", "f32")
+
+
+class TokenConstraint(Protocol):
+    """A structured-output matcher (see bitnet.engine.constraint.make_constraint)."""
+
+    def fill_mask(self, allowed: np.ndarray) -> None: ...  # bool (n_vocab,): True = allowed
+    def accept(self, token_id: int) -> None: ...
+    def is_finished(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's state and counters (for metrics).
+
+    Token counts of the KV cache are in positions (blocks x block_tokens).
+    """
+
+    running: int  # requests admitted (processing the prompt or generating)
+    waiting: int  # requests queued
+    n_parallel: int
+    max_queue: int
+    kv_tokens_used: int  # positions in blocks that running requests hold
+    kv_tokens_cached: int  # positions in prefix-cache blocks nobody holds (reusable, evictable)
+    kv_tokens_total: int  # the KV budget
+    kv_bytes_resident: int  # memory the cache has touched so far
+    prefix_hit_tokens_total: int  # prompt tokens taken from the prefix cache
+    prompt_tokens_total: int  # prompt tokens of admitted requests
+    generated_tokens_total: int
+    requests_total: int  # accepted by submit()
+    requests_rejected_total: int  # refused with QueueFullError
+    requests_finished: dict[str, int] = field(default_factory=dict)  # by finish reason
+    preemptions_total: int = 0
+    steps_total: int = 0
+    step_tokens_total: int = 0  # tokens computed by the decoder
+    busy_s: float = 0.0  # time spent in steps
+    alive: bool = True  # False once closed or failed
+
+
+@dataclass(eq=False)
+class _Request:
+    """The engine thread's state of one request (SequenceState.payload)."""
+
+    handle: RequestHandle
+    params: SamplingParams
+    sampler: _core.Sampler
+    text: TextStream
+    constraint: TokenConstraint | None
+    eos: frozenset[int]
+    n_prompt: int
+    t_submit: float
+    mask: np.ndarray | None = None
+    generated: list[int] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    t_scheduled: float | None = None
+    t_first: float | None = None
+    n_cached_tokens: int = 0
+    finished: bool = False
+
+
+_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:  # engine threads must not outlive the interpreter's shutdown
+    for engine in list(_live_engines):
+        engine.close()
+
+
+class Engine:
+    """Continuous batching over one model: many requests advanced together, step by step.
+
+    Made by :attr:`bitnet.Model.engine` from the load options; most code uses the Model's
+    methods, which submit here. See the module docstring for the threads and the step.
+
+    Args:
+        model: The loaded model (kept by weak reference: the engine does not keep it alive).
+        n_ctx: Most tokens one sequence holds (prompt plus generated text).
+        n_batch: Most tokens one step computes (decodes plus prompt chunks).
+        n_threads: Threads of the decoder and the sampler (0: the default count).
+        n_parallel: Most sequences running at once.
+        kv_budget: KV positions across all sequences and the prefix cache (None:
+            n_parallel * n_ctx). Memory is reserved, and touched only as it is used.
+        max_queue: Most requests waiting; beyond it submit() raises QueueFullError.
+        kv_cache: Type of the KV cache: "f16", "q8_0" or "f32".
+        block_tokens: Positions per KV block (the prefix cache shares whole blocks).
+        prefill: How prompt chunks share a step: "round_robin" or "fcfs" (scheduler docs).
+        prefix_cache: Reuse the KV blocks of equal prompt prefixes.
+
+    Raises:
+        ParameterError: An option out of range (names it).
+        UnsupportedError: The KV type does not suit the model (q8_0 needs head_dim % 32 == 0).
+
+    Thread safety: every public method may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        n_parallel: int = 4,
+        kv_budget: int | None = None,
+        max_queue: int = 64,
+        kv_cache: str = "f16",
+        block_tokens: int = 32,
+        prefill: PrefillPolicy = "round_robin",
+        prefix_cache: bool = True,
+    ) -> None:
+        _check_int("n_ctx", n_ctx, 1)
+        _check_int("n_batch", n_batch, 1)
+        _check_int("n_parallel", n_parallel, 1)
+        _check_int("max_queue", max_queue, 0)
+        _check_int("block_tokens", block_tokens, 1)
+        if kv_budget is None:
+            kv_budget = n_parallel * n_ctx
+        _check_int("kv_budget", kv_budget, 1)
+        if kv_cache not in KV_TYPES:
+            raise ParameterError(
+                "kv_cache", f"kv_cache must be one of {', '.join(KV_TYPES)}, got {kv_cache!r}"
+            )
+        self._model = weakref.ref(model)
+        self.n_vocab = model.n_vocab
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.kv_cache = kv_cache
+        self.block_tokens = block_tokens
+        n_blocks = -(-kv_budget // block_tokens)
+        self._blocks = BlockManager(n_blocks, block_tokens, prefix_cache=prefix_cache)
+        self._sched = Scheduler(
+            self._blocks,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_parallel=n_parallel,
+            max_queue=max_queue,
+            prefill=prefill,
+        )
+        self._cache = _core.KvCache(
+            model._core, kv_type=kv_cache, block_tokens=block_tokens, n_blocks=n_blocks
+        )
+        self._decoder = _core.BatchDecoder(
+            model._core, self._cache, n_batch=n_batch, n_threads=n_threads
+        )
+        self.n_threads = int(getattr(self._decoder, "n_threads", n_threads) or 1)
+        self._sampler = _core.BatchSampler(self.n_threads)
+        tok = model.tokenizer
+        self._bytes = tok.token_bytes  # the tokenizer's table: b"" for control tokens
+        self._eos = frozenset(tok.eos_ids)
+
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._closed = False  # no new requests
+        self._stopping = False  # the loop exits once nothing is left
+        self._error: BaseException | None = None
+        self._ids = itertools.count(1)
+        self._service_s = 0.0  # moving average of admission-to-end times (Retry-After)
+        self._counts: dict[str, Any] = {
+            "generated": 0,
+            "requests": 0,
+            "rejected": 0,
+            "steps": 0,
+            "step_tokens": 0,
+            "busy_s": 0.0,
+            "finished": {"stop": 0, "length": 0, "context": 0, "cancelled": 0},
+        }
+        self._thread = threading.Thread(target=self._loop, name="bitnet-engine", daemon=True)
+        self._thread.start()
+        _live_engines.add(self)
+
+    # -- submitting ------------------------------------------------------------------------------
+    def submit(
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+        *,
+        strip_leading_space: bool = False,
+    ) -> RequestHandle:
+        """Queues a request; returns its handle at once (never waits for the queue).
+
+        Args:
+            prompt: Text (tokenized with the model's BOS rule, special-token text read as
+                special tokens) or token ids.
+            params: Sampling and stopping options (None: the defaults).
+            request_id: An id for logs and results (None: "req-N").
+            strip_leading_space: Drop one leading space from the text (SentencePiece chat
+                replies).
+
+        Raises:
+            ContextLengthError: The prompt does not fit in n_ctx (gives both numbers).
+            QueueFullError: max_queue requests are waiting (with a Retry-After estimate).
+            ParameterError: A bad prompt or options.
+            UnsupportedError: json_schema without structured-output support.
+            BitnetError: The engine is closed or has failed.
+        """
+        if params is None:
+            params = SamplingParams()
+        elif not isinstance(params, SamplingParams):
+            raise ParameterError(
+                "params", f"params must be a SamplingParams, got {type(params).__name__}"
+            )
+        ids = self._prompt_ids(prompt)
+        constraint = self._constraint(params) if params.json_schema is not None else None
+        sampler = _core.Sampler(
+            self.n_vocab,
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            repeat_penalty=params.repeat_penalty,
+            repeat_last_n=params.repeat_last_n,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            seed=secrets.randbits(64) if params.seed is None else params.seed,
+        )
+        if params.repeat_last_n and params.repeat_penalty != 1.0:
+            for t in ids[-params.repeat_last_n :]:
+                sampler.accept(t, False)
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        seq = SequenceState(request_id=rid, tokens=ids, n_prompt=len(ids))
+        handle = RequestHandle(rid, len(ids), lambda _h: self._cancel(seq))
+        seq.payload = _Request(
+            handle=handle,
+            params=params,
+            sampler=sampler,
+            text=TextStream(params.stop, strip_leading_space=strip_leading_space),
+            constraint=constraint,
+            eos=frozenset() if params.ignore_eos else self._eos,
+            n_prompt=len(ids),
+            t_submit=time.perf_counter(),
+            mask=np.zeros(self.n_vocab, dtype=bool) if constraint is not None else None,
+        )
+        with self._lock:
+            if self._error is not None:
+                raise BitnetError(f"the engine has failed: {self._error}")
+            if self._closed:
+                raise BitnetError("the engine is closed; it accepts no new requests")
+            try:
+                self._sched.add(seq)
+            except QueueFullError as e:
+                self._counts["rejected"] += 1
+                raise QueueFullError(str(e), retry_after_s=self._retry_after()) from None
+            self._counts["requests"] += 1
+            self._wake.notify()
+        return handle
+
+    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            model = self._model()
+            if model is None:
+                raise BitnetError("the model of this engine has been garbage-collected")
+            ids = model.tokenize(prompt)
+        else:
+            if isinstance(prompt, (bytes, bytearray)):
+                raise ParameterError("prompt", "prompt must be a str or token ids, not bytes")
+            arr = np.asarray(prompt)
+            if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+                raise ParameterError("prompt", "prompt must be a str or a 1-D sequence of ints")
+            if arr.size and (arr.min() < 0 or arr.max() >= self.n_vocab):
+                raise ParameterError(
+                    "prompt",
+                    f"token ids must be in [0, {self.n_vocab}), got "
+                    f"{int(arr.min())}..{int(arr.max())}",
+                )
+            ids = [int(t) for t in arr]
+        if not ids:
+            raise ParameterError(
+                "prompt", "the prompt is empty (no tokens, and the model adds no BOS token)"
+            )
+        return ids
+
+    def _constraint(self, params: SamplingParams) -> TokenConstraint:
+        try:
+            from .constraint import make_constraint  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise UnsupportedError(
+                "json_schema: structured output is not available in this build"
+            ) from None
+        model = self._model()
+        if model is None:
+            raise BitnetError("the model of this engine has been garbage-collected")
+        constraint: TokenConstraint = make_constraint(model, params.json_schema)
+        return constraint
+
+    def _cancel(self, seq: SequenceState) -> None:
+        with self._lock:
+            self._sched.cancel(seq)
+            self._wake.notify()
+
+    def _retry_after(self) -> float:
+        est = self._service_s / self._sched.n_parallel if self._service_s else 1.0
+        return float(min(120.0, max(1.0, round(est, 1))))
+
+    # -- state -----------------------------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        """A snapshot of the queue, the KV cache and the counters."""
+        with self._lock:
+            bm = self._blocks
+            bt = bm.block_tokens
+            c = self._counts
+            return EngineStats(
+                running=len(self._sched.running),
+                waiting=len(self._sched.waiting),
+                n_parallel=self._sched.n_parallel,
+                max_queue=self._sched.max_queue,
+                kv_tokens_used=bm.n_held * bt,
+                kv_tokens_cached=bm.n_cached_free * bt,
+                kv_tokens_total=bm.n_blocks * bt,
+                kv_bytes_resident=int(getattr(self._cache, "resident_bytes", 0)),
+                prefix_hit_tokens_total=self._sched.prefix_hit_tokens_total,
+                prompt_tokens_total=self._sched.prompt_tokens_total,
+                generated_tokens_total=c["generated"],
+                requests_total=c["requests"],
+                requests_rejected_total=c["rejected"],
+                requests_finished=dict(c["finished"]),
+                preemptions_total=self._sched.preemptions_total,
+                steps_total=c["steps"],
+                step_tokens_total=c["step_tokens"],
+                busy_s=c["busy_s"],
+                alive=not self._closed and self._error is None,
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, drain_timeout_s: float | None = None) -> None:
+        """Stops accepting requests and shuts the engine thread down. Idempotent.
+
+        Args:
+            drain_timeout_s: Let accepted requests (running and waiting) finish for up to this
+                many seconds first; None or 0 cancels them at the next step. Cancelled requests
+                end with finish_reason "cancelled".
+        """
+        with self._lock:
+            self._closed = True
+            if drain_timeout_s:
+                deadline = time.monotonic() + drain_timeout_s
+                while self._sched.has_work and self._error is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._thread.is_alive():
+                        break
+                    self._idle.wait(left)
+            for seq in [*self._sched.running, *self._sched.waiting]:
+                self._sched.cancel(seq)
+            self._stopping = True
+            self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        _live_engines.discard(self)
+
+    # -- the engine thread -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._sched.has_work and not self._stopping:
+                        self._idle.notify_all()
+                        self._wake.wait()
+                    if self._stopping and not self._sched.has_work:
+                        self._idle.notify_all()
+                        return
+                    plan = self._sched.schedule()
+                if not plan.chunks and not plan.cancelled:
+                    with self._lock:  # nothing can run now (should not happen): do not spin
+                        self._wake.wait(0.01)
+                    continue
+                self._step(plan)
+        except BaseException as e:  # noqa: BLE001 (every waiting caller gets the error)
+            self._die(e)
+
+    def _die(self, error: BaseException) -> None:
+        failure = BitnetError(f"the engine stopped: {type(error).__name__}: {error}")
+        failure.__cause__ = error
+        with self._lock:
+            self._error = failure
+            self._closed = True
+            seqs = [*self._sched.running, *self._sched.waiting]
+            for seq in seqs:
+                self._sched.finish(seq)
+            self._idle.notify_all()
+        for seq in seqs:
+            req: _Request = seq.payload  # type: ignore[assignment]
+            req.handle._fail(failure)
+
+    def _step(self, plan: StepPlan) -> None:
+        now = time.perf_counter()
+        for seq in plan.admitted:
+            req: _Request = seq.payload  # type: ignore[assignment]
+            if req.t_scheduled is None:
+                req.t_scheduled = now
+                req.n_cached_tokens = seq.n_cached_tokens
+        for seq in plan.cancelled:
+            self._end(seq, "cancelled", release=False)
+        if not plan.chunks:
+            return
+        inputs = []
+        sampled: list[SequenceState] = []
+        prompt_only: list[SequenceState] = []
+        for c in plan.chunks:
+            seq = c.seq
+            req = seq.payload
+            assert isinstance(req, _Request)
+            want = c.reaches_end and req.params.max_tokens > 0
+            if want:
+                sampled.append(seq)
+            elif c.reaches_end:
+                prompt_only.append(seq)
+            inputs.append(
+                (
+                    np.asarray(seq.table.blocks, dtype=np.int32),
+                    c.start,
+                    np.asarray(seq.tokens[c.start : c.start + c.n], dtype=np.int32),
+                    1 if want else 0,
+                )
+            )
+        t0 = time.perf_counter()
+        logits = self._decoder.step(inputs)
+        with self._lock:
+            self._sched.complete(plan)
+            self._counts["steps"] += 1
+            self._counts["step_tokens"] += plan.n_tokens
+        for seq in prompt_only:  # max_tokens 0: the prompt is processed (and cached), no more
+            self._end(seq, "length")
+        if sampled:
+            self._sample(sampled, logits)
+        with self._lock:
+            self._counts["busy_s"] += time.perf_counter() - t0
+
+    def _sample(self, seqs: list[SequenceState], logits: np.ndarray) -> None:
+        reqs: list[_Request] = [s.payload for s in seqs]  # type: ignore[misc]
+        masks: list[np.ndarray | None] | None = None
+        if any(r.constraint is not None for r in reqs):
+            masks = []
+            for r in reqs:
+                if r.constraint is not None and r.mask is not None:
+                    r.mask[:] = False
+                    r.constraint.fill_mask(r.mask)
+                    masks.append(r.mask)
+                else:
+                    masks.append(None)
+        n_top = None
+        if any(r.params.logprobs for r in reqs):
+            n_top = [r.params.top_logprobs if r.params.logprobs else -1 for r in reqs]
+        tokens, logprob, top_ids, top_lp = self._sampler.sample(
+            [r.sampler for r in reqs], logits, masks, n_top
+        )
+        now = time.perf_counter()
+        for i, seq in enumerate(seqs):
+            req = reqs[i]
+            if req.t_first is None:
+                req.t_first = now
+            t = int(tokens[i])
+            lp = None
+            if req.params.logprobs:
+                k = req.params.top_logprobs
+                top = tuple(
+                    TopLogprob(int(j), self._bytes(int(j)), float(v))
+                    for j, v in zip(top_ids[i, :k], top_lp[i, :k], strict=True)
+                    if j >= 0
+                )
+                lp = TokenLogprob(t, self._bytes(t), float(logprob[i]), top)
+            self._on_token(seq, req, t, lp)
+
+    def _on_token(self, seq: SequenceState, req: _Request, t: int, lp: TokenLogprob | None) -> None:
+        if t in req.eos:
+            self._end(seq, "stop")
+            return
+        seq.tokens.append(t)
+        req.generated.append(t)
+        req.sampler.accept(t, True)
+        if lp is not None:
+            req.logprobs.append(lp)
+        if req.constraint is not None:
+            req.constraint.accept(t)
+        piece = req.text.push(self._bytes(t))
+        reason: FinishReason | None = None
+        if req.text.stopped or (req.constraint is not None and req.constraint.is_finished()):
+            reason = "stop"
+        elif len(req.generated) >= req.params.max_tokens:
+            reason = "length"
+        elif len(seq.tokens) > self.n_ctx:
+            reason = "context"  # the next position would be past the context
+        token_lp = (lp,) if lp is not None else (() if req.params.logprobs else None)
+        if reason is not None:
+            self._end(seq, reason, piece=piece, token_ids=(t,), logprobs=token_lp)
+            return
+        req.parts.append(piece)
+        req.handle._push(Chunk(piece, (t,), token_lp))
+
+    def _end(
+        self,
+        seq: SequenceState,
+        reason: FinishReason,
+        *,
+        piece: str = "",
+        token_ids: tuple[int, ...] = (),
+        logprobs: tuple[TokenLogprob, ...] | None = None,
+        release: bool = True,
+    ) -> None:
+        req: _Request = seq.payload  # type: ignore[assignment]
+        if req.finished:
+            return
+        req.finished = True
+        text = piece + req.text.flush()
+        req.parts.append(text)
+        now = time.perf_counter()
+        start = req.t_scheduled if req.t_scheduled is not None else now
+        first = req.t_first if req.t_first is not None else now
+        timings = Timings(
+            queued_s=start - req.t_submit,
+            prompt_s=max(0.0, first - start) if req.t_scheduled is not None else 0.0,
+            generate_s=now - first if req.t_first is not None else 0.0,
+            prompt_tokens_computed=(req.n_prompt - req.n_cached_tokens)
+            if req.t_scheduled is not None
+            else 0,
+        )
+        completion = Completion(
+            text="".join(req.parts),
+            token_ids=tuple(req.generated),
+            finish_reason=reason,
+            prompt_tokens=req.n_prompt,
+            completion_tokens=len(req.generated),
+            logprobs=tuple(req.logprobs) if req.params.logprobs else None,
+            stop_sequence=req.text.stop_sequence,
+            request_id=seq.request_id,
+            timings=timings,
+        )
+        if logprobs is None and req.params.logprobs:
+            logprobs = ()
+        with self._lock:
+            if release and seq.status is not SeqStatus.FINISHED:
+                self._sched.finish(seq)
+            self._counts["generated"] += len(req.generated)
+            self._counts["finished"][reason] += 1
+            if req.t_scheduled is not None:
+                service = now - req.t_scheduled
+                self._service_s = (
+                    service if not self._service_s else 0.8 * self._service_s + 0.2 * service
+                )
+        req.handle._push(Chunk(text, token_ids, logprobs, finish_reason=reason), completion)
+
+
+def _check_int(name: str, value: Any, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(name, f"{name} must be an integer, got {value!r}")
+    if value < lo:
+        raise ParameterError(name, f"{name} must be >= {lo}, got {value}")
