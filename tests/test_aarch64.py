@@ -119,13 +119,14 @@ def test_bitnet_run_matches_x86_engine(
     ids = model.tokenize(TEXT)
     want = model.logits(ids)
     # Both ternary families (BITNET_KERNEL: MAD, or LUT with build_lut), each in one pass over
-    # all tokens (multi-token kernels, on several threads, once with the fp16 KV cache) and token
-    # by token (single-token GEMV kernels, the KV cache filling up one position at a time).
+    # all tokens (multi-token kernels, on several threads, once with the q8_0 KV cache) and token
+    # by token (single-token GEMV kernels, the KV cache filling up one position at a time, once
+    # in f32).
     runs = [
         ("mad", 256, ("--threads", "3")),
-        ("mad", 1, ()),
-        ("lut", 256, ("--threads", "2", "--kv-f16")),
-        ("lut", 1, ()),
+        ("mad", 1, ("--kv-type", "f32")),
+        ("lut", 256, ("--threads", "2", "--kv-type", "q8_0")),
+        ("lut", 1, ("--kv-f16",)),
     ]
     for kernel, n_batch, options in runs:
         env = {"BITNET_KERNEL": kernel}

@@ -106,16 +106,31 @@ void init_model(py::module_& m) {
         }, py::arg("name"));
 
     py::class_<Session>(m, "Session",
-        "A KV cache over a Model. Not thread-safe: use one Session per thread.")
+        "One sequence over a private KV cache, on the batched decoder. Not thread-safe: use one "
+        "Session per thread.")
         .def(py::init([](std::shared_ptr<Model> mdl, int64_t n_ctx, int64_t n_batch,
-                         int n_threads, bool kv_f16) {
-                 return std::make_unique<Session>(
-                     mdl, SessionOptions{n_ctx, n_batch, n_threads, kv_f16});
+                         int n_threads, py::object kv_f16, py::object kv_type) {
+                 SessionOptions options{n_ctx, n_batch, n_threads, KvType::kF16};
+                 if (!kv_type.is_none()) {
+                     options.kv_type = kv_type_from_name(kv_type.cast<std::string>());
+                     BITNET_CHECK(kv_f16.is_none() || kv_f16.cast<bool>() == (options.kv_type == KvType::kF16),
+                                  ShapeError, "kv_f16 contradicts kv_type '", kv_type_name(options.kv_type),
+                                  "' (pass only kv_type)");
+                 } else if (!kv_f16.is_none()) {
+                     options.kv_type = kv_f16.cast<bool>() ? KvType::kF16 : KvType::kF32;
+                 }
+                 return std::make_unique<Session>(mdl, options);
              }),
              py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_batch") = 256,
-             py::arg("n_threads") = 0, py::arg("kv_f16") = false)
+             py::arg("n_threads") = 0, py::arg("kv_f16") = py::none(), py::kw_only(),
+             py::arg("kv_type") = py::none(),
+             "kv_type: 'f32' | 'f16' (default) | 'q8_0'. kv_f16 (older API): True for 'f16', False "
+             "for 'f32'.")
         .def_property_readonly("n_threads", &Session::n_threads)
-        .def_property_readonly("kv_f16", &Session::kv_f16)
+        .def_property_readonly("kv_f16", [](const Session& s) { return s.kv_type() == KvType::kF16; })
+        .def_property_readonly("kv_type", [](const Session& s) { return kv_type_name(s.kv_type()); })
+        .def_property_readonly("kv_resident_bytes", &Session::kv_resident_bytes,
+                               "Memory of the KV cache resident now (grows as positions fill).")
         .def_property_readonly("n_ctx", &Session::n_ctx)
         .def_property_readonly("n_past", &Session::n_past)
         .def("truncate", &Session::truncate, py::arg("n"))

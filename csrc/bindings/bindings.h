@@ -8,6 +8,7 @@ namespace bitnet::bindings {
 void init_errors(pybind11::module_& m);
 void init_format(pybind11::module_& m);
 void init_model(pybind11::module_& m);
+void init_engine(pybind11::module_& m);
 void init_kernels(pybind11::module_& m);
 void init_sampler(pybind11::module_& m);
 

@@ -9,5 +9,6 @@ PYBIND11_MODULE(_core, m) {
     bitnet::bindings::init_format(m);
     bitnet::bindings::init_kernels(m);
     bitnet::bindings::init_model(m);
+    bitnet::bindings::init_engine(m);
     bitnet::bindings::init_sampler(m);
 }

@@ -27,6 +27,14 @@ KernelTable make_reference() {
     t.softmax = ref::softmax;
     t.to_f16 = ref::to_f16;
     t.from_f16 = ref::from_f16;
+    // attention over the KV cache (engine-core)
+    t.attn_scores_f32 = ref::attn_scores_f32;
+    t.attn_scores_f16 = ref::attn_scores_f16;
+    t.attn_scores_q8 = ref::attn_scores_q8;
+    t.attn_softmax = ref::attn_softmax;
+    t.attn_accum_f32 = ref::attn_accum_f32;
+    t.attn_accum_f16 = ref::attn_accum_f16;
+    t.attn_accum_q8 = ref::attn_accum_q8;
     return t;
 }
 

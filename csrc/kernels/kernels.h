@@ -159,6 +159,72 @@ using SoftmaxFn = void (*)(float* x, int64_t n);
 using ToF16Fn = void (*)(const float* x, uint16_t* out, int64_t n);
 using FromF16Fn = void (*)(const uint16_t* x, float* out, int64_t n);
 
+// ---- attention over the KV cache (model/attention.cpp; engine-core) ---------------------------
+//
+// The decoder's attention runs in chunks of positions (model/attention.h): for one chunk, the
+// scores of the query heads that share a kv head against the chunk's cached K rows, the chunk's
+// softmax statistics, then the probability-weighted sum of its V rows. A chunk may span several
+// cache blocks, so scores and sums are computed over runs of consecutive rows and continue from
+// one run to the next.
+//
+// Cached rows of one kv head, n consecutive positions of hd values each (docs/kernels.md, "KV
+// cache"):
+//   f32:  float (n, hd)
+//   f16:  fp16 bits (n, hd)
+//   q8_0: int8 quants (n, hd) and, apart from them, fp16 scales (n, hd / 32):
+//         value[j][i] = d[j][i / 32] * q[j][i] (ggml's Q8_0 block: amax / 127, round half even)
+// Queries: n_q heads of hd floats, head h at q + h * hd (already multiplied by the softmax scale);
+// against q8_0 keys, the same heads quantized to Q8 blocks: int8 (n_q, hd), float d (n_q, hd / 32).
+//
+// Invariance: each output element depends only on its own inputs (its query head, the rows, n),
+// never on n_q or on where a row falls in the kernel's internal grouping, so a query gets the same
+// bits alone or among others. SIMD twins reassociate sums and use fused multiply-adds: they
+// differ from the reference by float rounding only, and each is deterministic.
+
+// s[h * s_stride + j] = sum_i q[h][i] * k[j][i] for heads h < n_q and rows j < n (ref: i
+// ascending). q8_0: sum over blocks b ascending of (q_d[h][b] * k_d[j][b]) * idot(h, j, b), idot
+// the exact int32 dot product of block b (|idot| <= 32 * 127 * 128, far below 2^31).
+using AttnScoresF32Fn = void (*)(const float* q, int64_t n_q, int64_t hd, const float* k,
+                                 int64_t n, float* s, int64_t s_stride);
+using AttnScoresF16Fn = void (*)(const float* q, int64_t n_q, int64_t hd, const uint16_t* k,
+                                 int64_t n, float* s, int64_t s_stride);
+using AttnScoresQ8Fn = void (*)(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd,
+                                const int8_t* k, const uint16_t* k_d, int64_t n, float* s,
+                                int64_t s_stride);
+// Softmax statistics of n_q rows of n >= 1 scores (row h at s + h * s_stride), in place:
+//   m[h] = max_j s[h][j];  s[h][j] = exp(s[h][j] - m[h]);  l[h] = sum_j s[h][j] (ref: j ascending).
+// A NaN score makes its row's l NaN (and the head's output NaN); +inf scores likewise.
+using AttnSoftmaxFn = void (*)(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m,
+                               float* l);
+// o[h * o_stride + i] += sum_j p[h * p_stride + j] * v[j][i] for heads h < n_q, i < hd, j
+// ascending (each element a sequential sum over j: a later run continues it exactly). q8_0:
+// each term is (p[h][j] * v_d[j][i / 32]) * v_q[j][i].
+using AttnAccumF32Fn = void (*)(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,
+                                const float* v, int64_t n, float* o, int64_t o_stride);
+using AttnAccumF16Fn = void (*)(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,
+                                const uint16_t* v, int64_t n, float* o, int64_t o_stride);
+using AttnAccumQ8Fn = void (*)(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,
+                               const int8_t* v, const uint16_t* v_d, int64_t n, float* o,
+                               int64_t o_stride);
+
+// Declares the attention kernels of one ISA namespace (the twin of BITNET_DECLARE_KERNELS).
+#define BITNET_DECLARE_ATTENTION_KERNELS()                                                        \
+    void attn_scores_f32(const float* q, int64_t n_q, int64_t hd, const float* k, int64_t n,      \
+                         float* s, int64_t s_stride);                                             \
+    void attn_scores_f16(const float* q, int64_t n_q, int64_t hd, const uint16_t* k, int64_t n,   \
+                         float* s, int64_t s_stride);                                             \
+    void attn_scores_q8(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd,               \
+                        const int8_t* k, const uint16_t* k_d, int64_t n, float* s,                \
+                        int64_t s_stride);                                                        \
+    void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, float* l);    \
+    void attn_accum_f32(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,                \
+                        const float* v, int64_t n, float* o, int64_t o_stride);                   \
+    void attn_accum_f16(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,                \
+                        const uint16_t* v, int64_t n, float* o, int64_t o_stride);                \
+    void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,                 \
+                       const int8_t* v, const uint16_t* v_d, int64_t n, float* o,                 \
+                       int64_t o_stride)
+
 // The implementations chosen for this CPU (or forced by BITNET_ISA).
 struct KernelTable {
     const char* isa = "ref";
@@ -177,6 +243,14 @@ struct KernelTable {
     SoftmaxFn softmax = nullptr;
     ToF16Fn to_f16 = nullptr;
     FromF16Fn from_f16 = nullptr;
+    // attention over the KV cache (engine-core)
+    AttnScoresF32Fn attn_scores_f32 = nullptr;
+    AttnScoresF16Fn attn_scores_f16 = nullptr;
+    AttnScoresQ8Fn attn_scores_q8 = nullptr;
+    AttnSoftmaxFn attn_softmax = nullptr;
+    AttnAccumF32Fn attn_accum_f32 = nullptr;
+    AttnAccumF16Fn attn_accum_f16 = nullptr;
+    AttnAccumQ8Fn attn_accum_q8 = nullptr;
 };
 
 // Declares every kernel of one ISA namespace (ref, avx2, neon, dotprod) with the signatures
@@ -207,6 +281,7 @@ struct KernelTable {
 namespace ref {
 // Scalar reference kernels: the executable specification and the test oracle.
 BITNET_DECLARE_KERNELS();
+BITNET_DECLARE_ATTENTION_KERNELS();
 }  // namespace ref
 
 // ---- dispatch (dispatch.cpp) ------------------------------------------------------------------

@@ -7,7 +7,8 @@
 //       --n-ctx N      context of the session (default: the number of ids)
 //       --n-batch N    tokens per forward pass (default 256; 1 decodes token by token)
 //       --threads N    threads of the forward pass (default 1)
-//       --kv-f16       keep the KV cache in fp16
+//       --kv-type T    KV cache type: f32, f16 (default) or q8_0
+//       --kv-f16       the same as --kv-type f16 (kept for older scripts)
 //       --text         write text (one line of n_vocab values per position, %.9g) instead of
 //                      raw little-endian float32 (n_ids, n_vocab), row-major
 // Prints one line to stdout: "isa=<kernels> n_vocab=<V> n_tokens=<N> elapsed_ms=<T>".
@@ -31,7 +32,7 @@ namespace {
 
 int usage(const char* message) {
     std::fprintf(stderr, "bitnet_run: %s\n", message);
-    std::fprintf(stderr, "usage: bitnet_run [--n-ctx N] [--n-batch N] [--threads N] [--kv-f16] [--text] MODEL.gguf OUT "
+    std::fprintf(stderr, "usage: bitnet_run [--n-ctx N] [--n-batch N] [--threads N] [--kv-type f32|f16|q8_0] [--text] MODEL.gguf OUT "
                          "ID [ID ...]\n");
     return 2;
 }
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
     int64_t n_batch = 256;
     int64_t n_threads = 1;
     bool text = false;
-    bool kv_f16 = false;
+    bitnet::KvType kv_type = bitnet::KvType::kF16;
     std::vector<std::string> positional;
     for (int i = 1; i < argc; ++i) {
         const char* a = argv[i];
@@ -87,7 +88,19 @@ int main(int argc, char** argv) {
             }
             ++i;
         } else if (std::strcmp(a, "--kv-f16") == 0) {
-            kv_f16 = true;
+            kv_type = bitnet::KvType::kF16;
+        } else if (std::strcmp(a, "--kv-type") == 0) {
+            const std::string name = i + 1 < argc ? argv[i + 1] : "";
+            if (name == "f32") {
+                kv_type = bitnet::KvType::kF32;
+            } else if (name == "f16") {
+                kv_type = bitnet::KvType::kF16;
+            } else if (name == "q8_0") {
+                kv_type = bitnet::KvType::kQ8_0;
+            } else {
+                return usage("--kv-type takes f32, f16 or q8_0");
+            }
+            ++i;
         } else if (std::strcmp(a, "--text") == 0) {
             text = true;
         } else if (std::strcmp(a, "--help") == 0 || std::strcmp(a, "-h") == 0) {
@@ -114,7 +127,7 @@ int main(int argc, char** argv) {
         const std::shared_ptr<const bitnet::Model> model = bitnet::Model::load(positional[0]);
         const int64_t n_vocab = model->config().n_vocab;
         bitnet::Session session(model, bitnet::SessionOptions{n_ctx > 0 ? n_ctx : n, n_batch,
-                                                              static_cast<int>(n_threads), kv_f16});
+                                                              static_cast<int>(n_threads), kv_type});
         std::vector<float> logits(static_cast<size_t>(n * n_vocab));
         const auto t0 = std::chrono::steady_clock::now();
         session.decode(ids.data(), n, logits.data(), /*all_logits=*/true);

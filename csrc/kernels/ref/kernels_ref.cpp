@@ -200,4 +200,82 @@ void from_f16(const uint16_t* x, float* out, int64_t n) {
     for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_float(x[i]);
 }
 
+// ---- attention over the KV cache (engine-core) --------------------------------------------------
+
+void attn_scores_f32(const float* q, int64_t n_q, int64_t hd, const float* k, int64_t n, float* s,
+                     int64_t s_stride) {
+    for (int64_t h = 0; h < n_q; ++h) {
+        for (int64_t j = 0; j < n; ++j) s[h * s_stride + j] = dot_f32(q + h * hd, k + j * hd, hd);
+    }
+}
+
+void attn_scores_f16(const float* q, int64_t n_q, int64_t hd, const uint16_t* k, int64_t n,
+                     float* s, int64_t s_stride) {
+    for (int64_t h = 0; h < n_q; ++h) {
+        for (int64_t j = 0; j < n; ++j) s[h * s_stride + j] = dot_f16(q + h * hd, k + j * hd, hd);
+    }
+}
+
+void attn_scores_q8(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd, const int8_t* k,
+                    const uint16_t* k_d, int64_t n, float* s, int64_t s_stride) {
+    const int64_t n_blocks = hd / kQ8Block;
+    for (int64_t h = 0; h < n_q; ++h) {
+        for (int64_t j = 0; j < n; ++j) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < n_blocks; ++b) {
+                int32_t idot = 0;
+                for (int64_t i = b * kQ8Block; i < (b + 1) * kQ8Block; ++i) {
+                    idot += q[h * hd + i] * k[j * hd + i];
+                }
+                acc += (q_d[h * n_blocks + b] * fp16_to_float(k_d[j * n_blocks + b])) *
+                       static_cast<float>(idot);
+            }
+            s[h * s_stride + j] = acc;
+        }
+    }
+}
+
+void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, float* l) {
+    for (int64_t h = 0; h < n_q; ++h) {
+        float* row = s + h * s_stride;
+        float max_v = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) max_v = std::max(max_v, row[j]);  // NaN is skipped
+        float total = 0.0f;
+        for (int64_t j = 0; j < n; ++j) {
+            row[j] = std::exp(row[j] - max_v);
+            total += row[j];
+        }
+        m[h] = max_v;
+        l[h] = total;
+    }
+}
+
+void attn_accum_f32(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const float* v,
+                    int64_t n, float* o, int64_t o_stride) {
+    for (int64_t h = 0; h < n_q; ++h) {
+        for (int64_t j = 0; j < n; ++j) axpy_f32(p[h * p_stride + j], v + j * hd, o + h * o_stride, hd);
+    }
+}
+
+void attn_accum_f16(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const uint16_t* v,
+                    int64_t n, float* o, int64_t o_stride) {
+    for (int64_t h = 0; h < n_q; ++h) {
+        for (int64_t j = 0; j < n; ++j) axpy_f16(p[h * p_stride + j], v + j * hd, o + h * o_stride, hd);
+    }
+}
+
+void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const int8_t* v,
+                   const uint16_t* v_d, int64_t n, float* o, int64_t o_stride) {
+    const int64_t n_blocks = hd / kQ8Block;
+    for (int64_t h = 0; h < n_q; ++h) {
+        float* oh = o + h * o_stride;
+        for (int64_t j = 0; j < n; ++j) {
+            for (int64_t i = 0; i < hd; ++i) {
+                const float w = p[h * p_stride + j] * fp16_to_float(v_d[j * n_blocks + i / kQ8Block]);
+                oh[i] += w * static_cast<float>(v[j * hd + i]);
+            }
+        }
+    }
+}
+
 }  // namespace bitnet::kernels::ref

@@ -1,0 +1,144 @@
+// Python access to the paged KV cache (KvCache) and the batched decoder (BatchDecoder): the
+// C++ half of the engine that python/bitnet/engine drives (docs/architecture.md, "Engine").
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bindings/bindings.h"
+#include "core/error.h"
+#include "model/decoder.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+
+namespace py = pybind11;
+
+namespace bitnet::bindings {
+namespace {
+
+using Int32Array = py::array_t<int32_t, py::array::c_style>;
+
+// An int32 C-contiguous view of `obj` (an integer array or a sequence of ints): the array itself
+// when it already is one, else a checked copy. Throws ShapeError naming `what`.
+Int32Array int32_vector(const py::handle& obj, const std::string& what) {
+    if (Int32Array::check_(obj)) {
+        auto a = py::reinterpret_borrow<Int32Array>(obj);
+        if (a.ndim() != 1) throw ShapeError(what + " must be 1-D, got " + std::to_string(a.ndim()) + " dims");
+        return a;
+    }
+    py::array any = py::array::ensure(obj);
+    if (!any) {
+        PyErr_Clear();
+        throw ShapeError(what + " must be a 1-D array of integers");
+    }
+    const char kind = any.dtype().kind();
+    if (kind != 'i' && kind != 'u' && !(any.size() == 0 && kind == 'f')) {
+        throw ShapeError(what + " must hold integers, not " + std::string(py::str(any.dtype())));
+    }
+    if (any.ndim() != 1) throw ShapeError(what + " must be 1-D, got " + std::to_string(any.ndim()) + " dims");
+    auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(any);
+    Int32Array out(any.size());
+    int32_t* dst = out.mutable_data();
+    const int64_t* src = wide.data();
+    for (py::ssize_t i = 0; i < any.size(); ++i) {
+        BITNET_CHECK(src[i] >= INT32_MIN && src[i] <= INT32_MAX, ShapeError, what, "[", i, "] = ",
+                     src[i], " does not fit in int32");
+        dst[i] = static_cast<int32_t>(src[i]);
+    }
+    return out;
+}
+
+}  // namespace
+
+void init_engine(py::module_& m) {
+    py::class_<KvCache, std::shared_ptr<KvCache>>(m, "KvCache",
+        "A paged KV cache: n_blocks blocks of block_tokens positions, each holding K and V of every "
+        "layer of a model's shape. Memory is reserved up front and becomes resident as blocks are "
+        "written. Used by one BatchDecoder at a time.")
+        .def(py::init([](const std::shared_ptr<Model>& model, int64_t n_blocks,
+                         const std::string& kv_type, int64_t block_tokens) {
+                 return std::make_shared<KvCache>(model->config(), kv_type_from_name(kv_type),
+                                                  block_tokens, n_blocks);
+             }),
+             py::arg("model"), py::kw_only(), py::arg("n_blocks"), py::arg("kv_type") = "f16",
+             py::arg("block_tokens") = kDefaultBlockTokens,
+             "kv_type: 'f32' | 'f16' | 'q8_0' (q8_0 needs a head_dim that is a multiple of 32).")
+        .def_property_readonly("kv_type", [](const KvCache& c) { return kv_type_name(c.type()); })
+        .def_property_readonly("block_tokens", &KvCache::block_tokens)
+        .def_property_readonly("n_blocks", &KvCache::n_blocks)
+        .def_property_readonly("bytes_per_block", &KvCache::bytes_per_block,
+                               "Bytes one block takes: K and V of block_tokens positions, all layers.")
+        .def_property_readonly("bytes_per_token", &KvCache::bytes_per_token,
+                               "Bytes of K and V of one position, all layers (without padding).")
+        .def_property_readonly("reserved_bytes", &KvCache::reserved_bytes,
+                               "Address space reserved for all blocks.")
+        .def_property_readonly("resident_bytes", &KvCache::resident_bytes,
+                               "Memory resident now: grows as blocks are written.")
+        .def("copy_block", [](KvCache& c, int64_t src, int64_t dst, int64_t n_tokens) {
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(c.mutex());
+                 c.copy_block(src, dst, n_tokens);
+             },
+             py::arg("src"), py::arg("dst"), py::arg("n_tokens"),
+             "Copies positions [0, n_tokens) of block src into block dst, every layer.");
+
+    py::class_<BatchDecoder>(m, "BatchDecoder",
+        "Runs steps over many sequences at once on a KvCache (the weights are read once per step). "
+        "A sequence's results are the same bit for bit whatever else is in the step.")
+        .def(py::init([](const std::shared_ptr<Model>& model, const std::shared_ptr<KvCache>& cache,
+                         int64_t n_batch, int n_threads) {
+                 return std::make_unique<BatchDecoder>(model, cache, n_batch, n_threads);
+             }),
+             py::arg("model"), py::arg("cache"), py::arg("n_batch") = 512, py::arg("n_threads") = 0)
+        .def_property_readonly("n_batch", &BatchDecoder::n_batch)
+        .def_property_readonly("n_threads", &BatchDecoder::n_threads)
+        .def_property_readonly("cache", [](BatchDecoder& d) { return d.cache_ptr(); })
+        .def("step", [](BatchDecoder& d, const py::sequence& seqs) {
+            std::vector<Int32Array> keep;
+            std::vector<SequenceStep> steps;
+            keep.reserve(2 * seqs.size());
+            steps.reserve(seqs.size());
+            for (size_t i = 0; i < seqs.size(); ++i) {
+                const std::string where = "sequence " + std::to_string(i);
+                py::object item = seqs[i];
+                if (!py::isinstance<py::tuple>(item) || py::len(item) != 4) {
+                    throw ShapeError(where + ": expected a tuple (block_table, n_past, tokens, logits)");
+                }
+                auto t = item.cast<py::tuple>();
+                SequenceStep s;
+                keep.push_back(int32_vector(t[0], where + ": block_table"));
+                s.block_table = keep.back().data();
+                s.n_table = keep.back().size();
+                keep.push_back(int32_vector(t[2], where + ": tokens"));
+                s.tokens = keep.back().data();
+                s.n_tokens = keep.back().size();
+                if (!py::isinstance<py::int_>(t[1]) || !py::isinstance<py::int_>(t[3])) {
+                    throw ShapeError(where + ": n_past and logits must be integers");
+                }
+                s.n_past = t[1].cast<int64_t>();
+                const auto mode = t[3].cast<int64_t>();
+                BITNET_CHECK(mode >= 0 && mode <= 2, ShapeError, where,
+                             ": logits must be 0 (none), 1 (last token) or 2 (every token), not ", mode);
+                s.logits = static_cast<LogitsMode>(mode);
+                steps.push_back(s);
+            }
+            const int64_t n_vocab = d.model().config().n_vocab;
+            const int64_t rows = d.validate(steps);
+            py::array_t<float> logits({rows, n_vocab});
+            float* out = logits.mutable_data();
+            {
+                py::gil_scoped_release release;
+                d.step(steps, out);
+            }
+            return logits;
+        }, py::arg("seqs"),
+           "seqs: list of (block_table, n_past, tokens, logits) with int32 1-D arrays; logits 0: "
+           "none, 1: the last token's row, 2: every token's row. Returns float32 (rows, n_vocab), "
+           "the requested rows in sequence order. Validates everything first (ShapeError naming "
+           "the sequence); the cache is untouched on error.");
+}
+
+}  // namespace bitnet::bindings
