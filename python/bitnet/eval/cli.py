@@ -43,9 +43,17 @@ def add_perplexity_arguments(q: argparse.ArgumentParser) -> None:
         "--chunks", type=int, default=None, help="llama.cpp method: at most this many chunks"
     )
     e = q.add_argument_group("engine options (what the quality of each costs: docs/quality.md)")
-    e.add_argument("--kv-cache", default="f32", help="KV-cache type (default f32)")
     e.add_argument(
-        "--output-type", choices=["auto", "q8_0", "f32"], default="auto", help="output layer"
+        "--kv-cache",
+        choices=["f32", "f16", "q8_0"],
+        default=None,
+        help="KV-cache type (default: bitnet.load's, f16)",
+    )
+    e.add_argument(
+        "--output-type",
+        choices=["auto", "q8_0", "f32"],
+        default=None,
+        help="output layer (default: auto)",
     )
     e.add_argument("--isa", default=None, help="kernel ISA (ref, avx2, neon, dotprod)")
     e.add_argument("--kernel", choices=["mad", "lut"], default=None, help="ternary kernels")
@@ -67,12 +75,13 @@ def add_perplexity_arguments(q: argparse.ArgumentParser) -> None:
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine options of bitnet.load named on the command line."""
-    return {
+    options = {
         "kv_cache": args.kv_cache,
         "output_type": args.output_type,
         "isa": args.isa,
         "kernel": args.kernel,
     }
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def run_perplexity(
