@@ -26,6 +26,7 @@ BUILD = Path(os.environ.get("BITNET_AARCH64_BUILD") or ROOT / "build-aarch64")
 REQUIRED = os.environ.get("BITNET_REQUIRE_AARCH64") == "1"
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 TEST_KERNELS = BUILD / "tests" / "cpp" / "test_kernels"
+TEST_DECODER = BUILD / "tests" / "cpp" / "test_decoder"
 BITNET_RUN = BUILD / "bitnet_run"
 
 # qemu CPU model -> the kernel tables it must get (cortex-a53 lacks SDOT: no dotprod table).
@@ -43,7 +44,7 @@ def _unavailable() -> str | None:
         return "qemu-aarch64-static not found (apt-get install qemu-user-static)"
     if not (SYSROOT / "lib" / "ld-linux-aarch64.so.1").exists():
         return f"no aarch64 sysroot at {SYSROOT} (apt-get install g++-aarch64-linux-gnu)"
-    for binary in (TEST_KERNELS, BITNET_RUN):
+    for binary in (TEST_KERNELS, TEST_DECODER, BITNET_RUN):
         if not binary.is_file():
             return f"{binary} not built (cross build: docs/kernels.md, section ARM)"
     return None
@@ -85,6 +86,16 @@ def test_kernel_twins_under_qemu(cpu: str) -> None:
     n_tables, n_passed, n_failed = (int(g) for g in summary.groups())
     assert (n_tables, n_failed) == (len(expected), 0)
     assert n_passed > 10000 * len(expected)
+
+
+def test_batched_decoder_under_qemu() -> None:
+    # The threaded batched decoder end to end on the bundled models, every KV type, with the NEON
+    # attention kernels (cortex-a53: the neon table; dotprod shares its attention kernels).
+    out = _qemu("cortex-a53", TEST_DECODER, ROOT / "models")
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert "isa neon" in out.stdout, log[-4000:]
+    assert re.search(r"^(\d+) passed, 0 failed$", out.stdout, re.MULTILINE), log[-4000:]
 
 
 def _run_logits(

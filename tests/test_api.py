@@ -62,6 +62,10 @@ def test_options_are_keyword_only():
         bitnet.Model.stream,
         bitnet.Model.chat,
         bitnet.Model.chat_stream,
+        bitnet.Model.complete,
+        bitnet.Model.submit,
+        bitnet.Model.generate_batch,
+        bitnet.Model.chat_complete,
         bitnet.Model.perplexity,
         bitnet.Model.tokenize,
     ]
@@ -72,6 +76,14 @@ def test_options_are_keyword_only():
 
 
 def test_public_functions_have_docstrings_with_args():
-    for fn in (bitnet.load, bitnet.generate, bitnet.Model.generate, bitnet.Model.perplexity):
+    for fn in (
+        bitnet.load,
+        bitnet.generate,
+        bitnet.Model.generate,
+        bitnet.Model.complete,
+        bitnet.Model.submit,
+        bitnet.Model.generate_batch,
+        bitnet.Model.perplexity,
+    ):
         doc = inspect.getdoc(fn) or ""
         assert "Args:" in doc and "Example" in doc, fn.__qualname__

@@ -152,3 +152,44 @@ def test_bench_bad_arguments(
 def test_bench_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "-m", str(tmp_path / "none.gguf"), "-q"]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_bench_depth_and_kv_cache(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "-m", str(tiny), "-p", "8", "-n", "4", "-r", "1", "-d", "0,16", "-q"]
+    assert main([*argv, "--kv-cache", "q8_0", "-o", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    tests = [(r["test"], r["n_depth"], r["kv_cache"]) for r in d["results"]]
+    assert tests == [
+        ("pp8", 0, "q8_0"),
+        ("tg4", 0, "q8_0"),
+        ("pp8 @ d16", 16, "q8_0"),
+        ("tg4 @ d16", 16, "q8_0"),
+    ]
+    assert main([*argv, "-o", "md"]) == 0
+    out = capsys.readouterr().out
+    assert "| tg4 @ d16 |" in out and "KV cache: f16" in out
+
+
+def test_bench_parallel(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "-m", str(tiny), "-p", "8", "-n", "4", "-r", "1", "--parallel", "1,3", "-q"]
+    assert main([*argv, "-o", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    got = [(r["test"], r["n_parallel"]) for r in d["results"]]
+    assert got == [("pp8 x1", 1), ("tg4 x1", 1), ("pp8 x3", 3), ("tg4 x3", 3)]
+    for r in d["results"]:
+        assert r["per_seq_tokens_per_s"] == pytest.approx(r["tokens_per_s"] / r["n_parallel"])
+        assert (r["gb_per_s"] is not None) == r["test"].startswith("tg")
+    assert main([*argv, "-o", "md"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "| tg4 x3 |" in line]
+    assert len(rows) == 1 and rows[0].count("|") == 12  # the t/s per seq column is there
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["-d", "-1"], ["--parallel", "0"], ["--parallel", "2", "-d", "8"], ["-d", "x"]],
+)
+def test_bench_bad_depth_and_parallel(
+    tiny: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "-m", str(tiny), "-q", *argv]) == 1
+    assert capsys.readouterr().err.startswith("bitnet: error:")

@@ -153,7 +153,9 @@ def test_next_turn_reuses_the_cache(converted):
     what is new, and the reply is what a fresh model gives."""
     options = {"max_tokens": 16, "temperature": 0.8, "seed": 3}
     model = bitnet.load(converted("2b4t-bf16"))
-    turn1 = [{"role": "user", "content": "In the beginning God created the heaven and the earth. " * 3}]
+    turn1 = [
+        {"role": "user", "content": "In the beginning God created the heaven and the earth. " * 3}
+    ]
     reply1 = model.chat(turn1, **options)
     turn2 = [*turn1, {"role": "assistant", "content": reply1}, {"role": "user", "content": "And?"}]
     done = model.chat_complete(turn2, **options)

@@ -127,7 +127,7 @@ def test_help(command):
 def test_bad_option_value_is_one_line(converted):
     r = run("generate", "-m", str(converted("2b4t-bf16")), "--top-p", "0", "hi")
     assert r.returncode == 1
-    assert r.stderr.startswith("bitnet: error: top_p must be in (0, 1]")
+    assert r.stderr.startswith("bitnet: error: top_p must be a finite number in (0, 1]")
     assert "Traceback" not in r.stderr
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import bitnet
 from bitnet.engine import Completion, SamplingParams
 from bitnet.errors import BitnetError, ContextLengthError, ParameterError, QueueFullError
 
-MODEL = os.path.join(os.path.dirname(__file__), "..", "models", "bitnet-kjv-5m-tq2_0.gguf")
+MODEL = Path(__file__).resolve().parent.parent / "models" / "bitnet-kjv-5m-tq2_0.gguf"
 
 GENESIS = (
     "In the beginning God created the heaven and the earth. And the earth was without form, "
@@ -50,6 +51,7 @@ TARGET = 3
 
 
 def load(**kw) -> bitnet.Model:
+    kw.setdefault("n_threads", 1)  # the machine may be shared: one thread is the fastest
     return bitnet.load(MODEL, **kw)
 
 
@@ -146,8 +148,9 @@ def test_finish_reasons_and_counts(model):
 def test_eos_ends_with_stop():
     with load() as m:
         greedy = m.complete("And God said", max_tokens=8, temperature=0, ignore_eos=True)
-        end = greedy.token_ids[4]
-        first = greedy.token_ids.index(end)
+    end = greedy.token_ids[4]
+    first = greedy.token_ids.index(end)
+    with load() as m:
         m.tokenizer.eos_ids = (end,)  # read by the engine when it is made (below)
         c = m.complete("And God said", max_tokens=8, temperature=0)
         assert c.finish_reason == "stop" and c.stop_sequence is None
@@ -210,7 +213,9 @@ def test_logprobs_equal_log_softmax_of_model_logits(model, temperature):
 def test_stream_chunks_add_up_to_the_completion(model):
     h = model.submit(GENESIS[:50], max_tokens=20, seed=8)
     chunks = list(h)
-    assert chunks[-1].finish_reason is not None and all(c.finish_reason is None for c in chunks[:-1])
+    assert chunks[-1].finish_reason is not None and all(
+        c.finish_reason is None for c in chunks[:-1]
+    )
     done = h.result()
     assert "".join(c.text for c in chunks) == done.text
     assert tuple(t for c in chunks for t in c.token_ids) == done.token_ids
@@ -237,19 +242,21 @@ def test_async_iteration(model):
 
 
 def test_async_task_cancelled_cancels_the_request(model):
-    async def main() -> None:
-        h = model.submit(GENESIS, max_tokens=200, ignore_eos=True, seed=1)
+    async def main() -> Completion:
+        h = model.submit("The", max_tokens=240, ignore_eos=True, seed=1)
+        chunks = h.__aiter__()  # kept: a dropped iterator would cancel the request itself
+        await chunks.__anext__()  # it is generating
         task = asyncio.create_task(h.aresult())
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # the task waits for the next chunk
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert (await asyncio.wait_for(asyncio.to_thread(h.result), 20)).finish_reason in (
-            "cancelled",
-            "length",
-        )
+        done = await asyncio.wait_for(asyncio.to_thread(h.result), 20)
+        del chunks
+        return done
 
-    asyncio.run(main())
+    done = asyncio.run(main())
+    assert done.finish_reason == "cancelled" and done.completion_tokens < 240
     assert_idle(model)
 
 
@@ -257,9 +264,9 @@ def test_async_task_cancelled_cancels_the_request(model):
 
 
 def test_cancel_queued_prefilling_and_decoding():
-    with load(n_parallel=1, n_batch=4) as m:
+    with load(n_parallel=1, n_batch=1) as m:
         long_prompt = m.tokenize(GENESIS * 3)[:250]
-        # Prefilling: 250 prompt tokens at 4 per step take over 60 steps.
+        # Prefilling: 250 prompt tokens at 1 per step take 250 steps.
         pre = m.submit(long_prompt, max_tokens=5, temperature=0)
         queued = m.submit("The", max_tokens=5)  # waits: n_parallel is 1
         wait_until(lambda: m.engine.stats().running == 1)
@@ -289,15 +296,28 @@ def test_cancel_queued_prefilling_and_decoding():
 
 
 def test_ctrl_c_during_a_long_prompt_cancels_at_the_next_step():
-    with load(n_parallel=1, n_batch=2) as m:
-        ids = m.tokenize(GENESIS * 3)[:250]
-        timer = threading.Timer(0.05, os.kill, args=(os.getpid(), signal.SIGINT))
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            m.generate(ids, max_tokens=10)
-        timer.join()
+    with load(n_parallel=1, n_batch=1) as m:
+        ids = m.tokenize(GENESIS * 3)[:250]  # 250 steps of one token: long enough to interrupt
+        engine = m.engine
+
+        def interrupt_while_prefilling() -> None:
+            wait_until(lambda: engine.stats().step_tokens_total >= 5)
+            s = engine.stats()
+            if s.running == 1 and s.generated_tokens_total == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        helper = threading.Thread(target=interrupt_while_prefilling)
+        helper.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                m.generate(ids, max_tokens=5)
+        finally:
+            helper.join()
         assert_idle(m)
-        assert m.engine.stats().requests_finished["cancelled"] == 1
+        s = engine.stats()
+        assert s.requests_finished["cancelled"] == 1
+        assert s.generated_tokens_total == 0  # it ended inside the prompt
+        assert s.step_tokens_total < 250
         assert m.generate("The", max_tokens=3, temperature=0)  # still usable
 
 
@@ -307,9 +327,13 @@ def test_ctrl_c_during_a_long_prompt_cancels_at_the_next_step():
 def test_queue_full_raises_with_retry_after():
     with load(n_parallel=1, max_queue=2) as m:
         handles = []
-        with pytest.raises(QueueFullError, match="queue is full") as info:
-            for _ in range(4):
+
+        def fill() -> None:
+            for _ in range(4):  # one runs, two wait: the fourth at the latest finds no room
                 handles.append(m.submit("The", max_tokens=200, ignore_eos=True))
+
+        with pytest.raises(QueueFullError, match="queue is full") as info:
+            fill()
         assert 1 <= info.value.retry_after_s <= 120
         assert m.engine.stats().requests_rejected_total == 1
         for h in handles:
@@ -381,7 +405,9 @@ def test_generate_batch_larger_than_the_queue():
     with load(n_parallel=2, max_queue=2) as m:
         prompts = [f"And the {w}" for w in ("LORD", "earth", "heaven", "sea", "land", "day")]
         got = m.generate_batch(prompts, max_tokens=6, temperature=0)
-        assert [c.text for c in got] == [m.generate(p, max_tokens=6, temperature=0) for p in prompts]
+        assert [c.text for c in got] == [
+            m.generate(p, max_tokens=6, temperature=0) for p in prompts
+        ]
 
 
 def test_many_threads_share_the_engine(model):
@@ -420,7 +446,9 @@ def test_prefix_cache_counts_hits(model):
 
 def test_sampling_params_object_and_module_generate(model):
     p = SamplingParams(max_tokens=5, temperature=0)
-    assert model.engine.submit("The", p).result().text == model.generate("The", max_tokens=5, temperature=0)
+    assert model.engine.submit("The", p).result().text == model.generate(
+        "The", max_tokens=5, temperature=0
+    )
     assert bitnet.generate("The", model=model, max_tokens=5, temperature=0) == model.generate(
         "The", max_tokens=5, temperature=0
     )
@@ -438,3 +466,92 @@ def test_kv_cache_types_change_perplexity_within_the_targets():
     assert abs(ppl["f16"] / ppl["f32"] - 1) < 0.001
     assert abs(ppl["q8_0"] / ppl["f32"] - 1) < 0.005
     assert ppl["q8_0"] != ppl["f32"]  # the types really differ
+
+
+# -- structured output hook, engine failure ----------------------------------------------------------
+
+
+class ForcedTokens:
+    """A TokenConstraint that allows exactly one token at each position, then is finished."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+
+    def fill_mask(self, allowed: np.ndarray) -> None:
+        allowed[self.tokens[self.pos]] = True
+
+    def accept(self, token_id: int) -> None:
+        assert token_id == self.tokens[self.pos]
+        self.pos += 1
+
+    def is_finished(self) -> bool:
+        return self.pos == len(self.tokens)
+
+
+def test_constraint_masks_every_token_and_stops(monkeypatch):
+    import sys
+    import types
+
+    with load() as m:
+        forced = m.tokenize(" the LORD said unto Moses", add_bos=False)
+        seen: list[object] = []
+
+        def make_constraint(model, schema):
+            seen.append((model, schema))
+            return ForcedTokens(forced)
+
+        fake = types.ModuleType("bitnet.engine.constraint")
+        fake.make_constraint = make_constraint  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "bitnet.engine.constraint", fake)
+        c = m.complete("And", max_tokens=50, temperature=1.5, seed=3, json_schema={"type": "x"})
+        assert c.token_ids == tuple(forced) and c.finish_reason == "stop"
+        assert seen == [(m, '{"type":"x"}')]  # compiled at submit, with canonical JSON
+        # Batched beside unconstrained requests, which are unaffected.
+        free = m.complete("And", max_tokens=8, temperature=0)
+        h1 = m.submit("And", max_tokens=50, seed=3, json_schema={"type": "x"})
+        h2 = m.submit("And", max_tokens=8, temperature=0)
+        assert h1.result().token_ids == tuple(forced)
+        assert h2.result().token_ids == free.token_ids
+
+
+def test_json_schema_without_support_is_unsupported(monkeypatch):
+    import sys
+
+    from bitnet.errors import UnsupportedError
+
+    monkeypatch.setitem(sys.modules, "bitnet.engine.constraint", None)  # import fails
+    with load() as m, pytest.raises(UnsupportedError, match="json_schema"):
+        m.submit("And", json_schema=True)
+
+
+def test_engine_failure_reaches_every_caller(monkeypatch):
+    with load() as m:
+        engine = m.engine
+
+        class Broken:
+            def step(self, seqs):
+                raise RuntimeError("boom")
+
+        monkeypatch.setattr(engine, "_decoder", Broken())
+        h = m.submit("And", max_tokens=5)
+        with pytest.raises(BitnetError, match="engine stopped: RuntimeError: boom"):
+            h.result(timeout=20)
+        with pytest.raises(BitnetError, match="failed"):
+            m.submit("And")
+        assert not engine.stats().alive
+
+
+def test_preemption_changes_no_output():
+    """A KV budget of three blocks for requests growing to two blocks each: the newest is
+    preempted and recomputed when blocks run out, and every request still gives the tokens it
+    gives alone."""
+    reqs = [(p, {**o, "max_tokens": 50, "ignore_eos": True}) for p, o in REQUESTS[2:5]]
+    alone = [run_alone(p, o, n_ctx=64) for p, o in reqs]
+    with load(n_ctx=64, kv_budget=96, n_parallel=3) as m:
+        handles = [m.submit(p, **o) for p, o in reqs]
+        results = [h.result() for h in handles]
+        assert m.engine.stats().preemptions_total > 0
+        for got, want in zip(results, alone, strict=True):
+            assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+        assert_idle(m)

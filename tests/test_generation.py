@@ -225,7 +225,9 @@ def test_bad_options_raise_at_the_call(model, options, message):
 def test_one_stop_string(model):
     full = model.generate(PROMPT, max_tokens=20, temperature=0)
     stop = full[3:6]
-    assert model.generate(PROMPT, max_tokens=20, temperature=0, stop=stop) == full[: full.find(stop)]
+    assert (
+        model.generate(PROMPT, max_tokens=20, temperature=0, stop=stop) == full[: full.find(stop)]
+    )
 
 
 def test_ctrl_c_during_stream_leaves_the_model_usable(model):

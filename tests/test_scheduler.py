@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bitnet.engine.kv_blocks import BlockManager, BlockTable, block_hashes
-from bitnet.engine.scheduler import Scheduler, SeqStatus, SequenceState, StepPlan
+from bitnet.engine.scheduler import Scheduler, SeqStatus, SequenceState, StepCost, StepPlan
 from bitnet.errors import ContextLengthError, ParameterError, QueueFullError
 
 VOCAB = 97
@@ -55,9 +55,9 @@ class FakeEngine:
         self.out[id(seq)] = []
         return seq
 
-    def step(self) -> StepPlan:
+    def step(self, prefill_limit: int | None = None) -> StepPlan:
         s = self.s
-        plan = s.schedule()
+        plan = s.schedule(prefill_limit)
         self.plans.append(plan)
         assert plan.n_tokens <= s.n_batch
         assert len(s.running) <= s.n_parallel
@@ -497,3 +497,38 @@ def test_random_workload(seed, policy):
         else:
             assert got == expected[id(seq)], seq.request_id
     e.assert_all_free()
+
+
+# -- step-time bound ---------------------------------------------------------------------------
+
+
+def test_prefill_limit_applies_only_while_someone_decodes():
+    e = make(n_blocks=256, n_ctx=300, n_batch=64, n_parallel=4)
+    long = e.submit(prompt(1, 200), 3)
+    assert e.step(prefill_limit=5).n_tokens == 64  # nobody decodes: the whole n_batch
+    short = e.submit(prompt(2, 3), 30)
+    while not e.out[id(short)]:
+        e.step()
+    plan = e.step(prefill_limit=0)  # a limit of 0 still moves prompts on, one token
+    assert [c.n for c in plan.chunks if c.seq is long] == [1]
+    while long.n_computed < 200:
+        plan = e.step(prefill_limit=5)
+        assert [c.n for c in plan.chunks if c.seq is short] == [1]
+        assert plan.n_tokens - 1 <= 5
+    e.run()
+    assert e.out[id(long)] == alone(prompt(1, 200), 3, 300)
+    e.assert_all_free()
+
+
+def test_step_cost_fits_a_line():
+    cost = StepCost()
+    assert cost.predict(1) is None and cost.tokens_within(1.0) is None
+    for n in (1, 8, 3, 64, 16, 1, 2):
+        cost.observe(n, 0.033 + 0.014 * (n - 1))
+    a, b = cost.coefficients()  # type: ignore[misc]
+    assert a == pytest.approx(0.019, abs=1e-9) and b == pytest.approx(0.014, abs=1e-9)
+    assert cost.tokens_within(0.25) == int((0.25 - 0.019) / 0.014)
+    same = StepCost()
+    for _ in range(5):
+        same.observe(4, 0.1)
+    assert same.coefficients() == (0.0, pytest.approx(0.025))  # no spread: a = 0, per token

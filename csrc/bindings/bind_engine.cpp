@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -83,7 +84,19 @@ void init_engine(py::module_& m) {
                  c.copy_block(src, dst, n_tokens);
              },
              py::arg("src"), py::arg("dst"), py::arg("n_tokens"),
-             "Copies positions [0, n_tokens) of block src into block dst, every layer.");
+             "Copies positions [0, n_tokens) of block src into block dst, every layer.")
+        .def("block_data", [](KvCache& c, int64_t block) {
+                 BITNET_CHECK(block >= 0 && block < c.n_blocks(), ShapeError, "block ", block,
+                              " is not a block of the cache (0 <= id < ", c.n_blocks(), ")");
+                 py::array_t<uint8_t> out(c.bytes_per_block());
+                 std::lock_guard<std::mutex> lock(c.mutex());
+                 std::memcpy(out.mutable_data(), c.tile(block, 0, 0, false),
+                             static_cast<size_t>(c.bytes_per_block()));
+                 return out;
+             },
+             py::arg("block"),
+             "A copy of a block's bytes (docs/kernels.md, \"KV cache\", has the layout): for tests "
+             "and debugging.");
 
     py::class_<BatchDecoder>(m, "BatchDecoder",
         "Runs steps over many sequences at once on a KvCache (the weights are read once per step). "

@@ -176,6 +176,11 @@ using FromF16Fn = void (*)(const uint16_t* x, float* out, int64_t n);
 // Queries: n_q heads of hd floats, head h at q + h * hd (already multiplied by the softmax scale);
 // against q8_0 keys, the same heads quantized to Q8 blocks: int8 (n_q, hd), float d (n_q, hd / 32).
 //
+// Prefetch hint: pf, pf_bytes name memory the caller will pass next (the rows a little further
+// along the cache); a kernel may issue prefetches for it spread over its own work (streaming the
+// cache this way keeps the memory busy without bursts of requests). It never reads it otherwise
+// and never changes a result; pf may be null.
+//
 // Invariance: each output element depends only on its own inputs (its query head, the rows, n),
 // never on n_q or on where a row falls in the kernel's internal grouping, so a query gets the same
 // bits alone or among others. SIMD twins reassociate sums and use fused multiply-adds: they
@@ -185,12 +190,14 @@ using FromF16Fn = void (*)(const uint16_t* x, float* out, int64_t n);
 // ascending). q8_0: sum over blocks b ascending of (q_d[h][b] * k_d[j][b]) * idot(h, j, b), idot
 // the exact int32 dot product of block b (|idot| <= 32 * 127 * 128, far below 2^31).
 using AttnScoresF32Fn = void (*)(const float* q, int64_t n_q, int64_t hd, const float* k,
-                                 int64_t n, float* s, int64_t s_stride);
+                                 int64_t n, float* s, int64_t s_stride, const void* pf,
+                                 int64_t pf_bytes);
 using AttnScoresF16Fn = void (*)(const float* q, int64_t n_q, int64_t hd, const uint16_t* k,
-                                 int64_t n, float* s, int64_t s_stride);
+                                 int64_t n, float* s, int64_t s_stride, const void* pf,
+                                 int64_t pf_bytes);
 using AttnScoresQ8Fn = void (*)(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd,
                                 const int8_t* k, const uint16_t* k_d, int64_t n, float* s,
-                                int64_t s_stride);
+                                int64_t s_stride, const void* pf, int64_t pf_bytes);
 // Softmax statistics of n_q rows of n >= 1 scores (row h at s + h * s_stride), in place:
 //   m[h] = max_j s[h][j];  s[h][j] = exp(s[h][j] - m[h]);  l[h] = sum_j s[h][j] (ref: j ascending).
 // A NaN score makes its row's l NaN (and the head's output NaN); +inf scores likewise.
@@ -198,32 +205,36 @@ using AttnSoftmaxFn = void (*)(float* s, int64_t n_q, int64_t n, int64_t s_strid
                                float* l);
 // o[h * o_stride + i] += sum_j p[h * p_stride + j] * v[j][i] for heads h < n_q, i < hd, j
 // ascending (each element a sequential sum over j: a later run continues it exactly). q8_0:
-// each term is (p[h][j] * v_d[j][i / 32]) * v_q[j][i].
+// each term is p[h][j] * (v_d[j][i / 32] * v_q[j][i]).
 using AttnAccumF32Fn = void (*)(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,
-                                const float* v, int64_t n, float* o, int64_t o_stride);
+                                const float* v, int64_t n, float* o, int64_t o_stride,
+                                const void* pf, int64_t pf_bytes);
 using AttnAccumF16Fn = void (*)(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,
-                                const uint16_t* v, int64_t n, float* o, int64_t o_stride);
+                                const uint16_t* v, int64_t n, float* o, int64_t o_stride,
+                                const void* pf, int64_t pf_bytes);
 using AttnAccumQ8Fn = void (*)(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,
                                const int8_t* v, const uint16_t* v_d, int64_t n, float* o,
-                               int64_t o_stride);
+                               int64_t o_stride, const void* pf, int64_t pf_bytes);
 
 // Declares the attention kernels of one ISA namespace (the twin of BITNET_DECLARE_KERNELS).
 #define BITNET_DECLARE_ATTENTION_KERNELS()                                                        \
     void attn_scores_f32(const float* q, int64_t n_q, int64_t hd, const float* k, int64_t n,      \
-                         float* s, int64_t s_stride);                                             \
+                         float* s, int64_t s_stride, const void* pf, int64_t pf_bytes);           \
     void attn_scores_f16(const float* q, int64_t n_q, int64_t hd, const uint16_t* k, int64_t n,   \
-                         float* s, int64_t s_stride);                                             \
+                         float* s, int64_t s_stride, const void* pf, int64_t pf_bytes);           \
     void attn_scores_q8(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd,               \
                         const int8_t* k, const uint16_t* k_d, int64_t n, float* s,                \
-                        int64_t s_stride);                                                        \
+                        int64_t s_stride, const void* pf, int64_t pf_bytes);                      \
     void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, float* l);    \
     void attn_accum_f32(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,                \
-                        const float* v, int64_t n, float* o, int64_t o_stride);                   \
+                        const float* v, int64_t n, float* o, int64_t o_stride, const void* pf,    \
+                        int64_t pf_bytes);                                                        \
     void attn_accum_f16(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,                \
-                        const uint16_t* v, int64_t n, float* o, int64_t o_stride);                \
+                        const uint16_t* v, int64_t n, float* o, int64_t o_stride, const void* pf, \
+                        int64_t pf_bytes);                                                        \
     void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd,                 \
                        const int8_t* v, const uint16_t* v_d, int64_t n, float* o,                 \
-                       int64_t o_stride)
+                       int64_t o_stride, const void* pf, int64_t pf_bytes)
 
 // The implementations chosen for this CPU (or forced by BITNET_ISA).
 struct KernelTable {

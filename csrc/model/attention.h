@@ -47,15 +47,29 @@ class PagedAttention {
     void run(ThreadPool& pool, const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
              const float* q, const int8_t* q8, const float* q8_d, float* out);
 
+    // Completes row `query` of run()'s out (n_heads * head_dim floats at out). When the step's
+    // partial results fit one pass, run() leaves the merge of queries with several chunks to
+    // this call, so that the caller can do it in its next parallel region (one barrier less per
+    // layer); otherwise, and for one-chunk queries, it does nothing. Thread-safe across queries.
+    void finish(int64_t query, float* out);
+
  private:
     struct Item {
         int32_t query;
         int32_t kv_head;
         int32_t chunk;
     };
+    // A run of cached rows of one chunk inside one tile (K or V), as the kernels take it.
+    struct Piece {
+        int64_t first;            // its first row within the chunk
+        int64_t rows;
+        const uint8_t* quants;    // rows * row_bytes
+        const uint16_t* scales;   // q8_0: rows * head_dim / 32 fp16 scales
+    };
     struct Pass {
         int64_t first_query, end_query;  // queries [first, end)
         int64_t first_item, end_item;    // items of these queries
+        bool merge;                      // some query has several chunks to merge
     };
     // Partial results of one (query, head, chunk): o (head_dim), then m, l; slot_floats_ apart.
     float* slot(int64_t query, int64_t head, int64_t chunk) {
@@ -65,8 +79,9 @@ class PagedAttention {
     }
     void compute_item(const kernels::KernelTable& kt, const KvCache& cache, int64_t layer,
                       const Item& item, const float* q, const int8_t* q8, const float* q8_d,
-                      float* scores, float* stats);
+                      float* scores, float* stats, Piece* pieces, float* out);
     void merge(int64_t query, int64_t head, float* out);
+    bool merge_deferred() const;
 
     int64_t n_heads_ = 0;
     int64_t n_kv_heads_ = 0;
@@ -83,6 +98,7 @@ class PagedAttention {
     std::vector<float> partial_;                  // (chunks of a pass, n_heads, slot_floats_)
     AlignedBuffer<float> scores_;                 // (n_threads, group, kAttnChunk)
     AlignedBuffer<float> stats_;                  // (n_threads, 2 * group) m and l of one chunk
+    std::vector<Piece> pieces_;                   // (n_threads, 2 * kAttnChunk) pieces of one chunk
 };
 
 }  // namespace bitnet

@@ -319,7 +319,8 @@ void BatchDecoder::attention_layer(int64_t il, int64_t n) {
     // Causal grouped-query attention of every token over its own sequence's cache.
     attention_.run(pool_, kt, cache, il, q, q8_.data(), q8_d_.data(), attn_.data());
 
-    norm_quantize(attn_.data(), l.attn_sub_norm.empty() ? nullptr : l.attn_sub_norm.data(), n, q_dim);
+    norm_quantize(attn_.data(), l.attn_sub_norm.empty() ? nullptr : l.attn_sub_norm.data(), n, q_dim,
+                  /*finish_attention=*/true);
     float* x = x_.data();
     pool_.run([&](int ith, int nth) {
         int64_t b = 0, e = 0;
@@ -371,14 +372,17 @@ int64_t BatchDecoder::granule(const PackedLinear& w, int64_t multiple_of) const 
 }
 
 // Quantizes x (n_tokens, n), after an optional RMSNorm with weight norm, into acts_ (and LUT
-// tables when the model has LUT matrices). Parallel over tokens.
-void BatchDecoder::norm_quantize(const float* x, const float* norm, int64_t n_tokens, int64_t n) {
+// tables when the model has LUT matrices). Parallel over tokens. finish_attention: x is the
+// attention output, whose rows PagedAttention::finish completes first.
+void BatchDecoder::norm_quantize(const float* x, const float* norm, int64_t n_tokens, int64_t n,
+                                 bool finish_attention) {
     const kernels::KernelTable& kt = model_->kernels();
     const float eps = model_->config().rms_eps;
     const int64_t k_pad = kernels::padded_k(n);
     const int64_t lut_stride = kernels::lut_bytes(act_stride_);
     const bool lut = model_->has_lut();
     auto token = [&](int64_t t) {
+        if (finish_attention) attention_.finish(t, attn_.data() + t * n);
         const float* src = x + t * n;
         if (norm != nullptr) {
             kt.rms_norm(src, norm, n, eps, xn_.data() + t * n);

@@ -84,7 +84,8 @@ class BatchDecoder {
     int64_t validate_locked(const std::vector<SequenceStep>& seqs);
     void forward(float* logits);
     void embed_and_rope();
-    void norm_quantize(const float* x, const float* norm, int64_t n_tokens, int64_t n);
+    void norm_quantize(const float* x, const float* norm, int64_t n_tokens, int64_t n,
+                       bool finish_attention = false);
     void linear_rows(const PackedLinear& w, int64_t n_tokens, int64_t row_begin, int64_t row_end,
                      int32_t* acc) const;
     int64_t granule(const PackedLinear& w, int64_t multiple_of) const;

@@ -22,8 +22,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
     BITNET_CHECK(options.n_threads >= 0 && options.n_threads <= 1024, ShapeError,
                  "n_threads must be in [0, 1024], got ", options.n_threads);
     n_batch_ = std::min(options.n_batch, n_ctx_);
-    const int64_t n_blocks = (n_ctx_ + kDefaultBlockTokens - 1) / kDefaultBlockTokens;
-    auto cache = std::make_shared<KvCache>(c, kv_type_, kDefaultBlockTokens, n_blocks);
+    // A private cache shares no blocks: larger blocks make longer contiguous streams for
+    // attention (the numbers do not depend on the block size).
+    constexpr int64_t kSessionBlockTokens = 128;
+    const int64_t n_blocks = (n_ctx_ + kSessionBlockTokens - 1) / kSessionBlockTokens;
+    auto cache = std::make_shared<KvCache>(c, kv_type_, kSessionBlockTokens, n_blocks);
     block_table_.resize(static_cast<size_t>(n_blocks));
     std::iota(block_table_.begin(), block_table_.end(), 0);
     decoder_ = std::make_unique<BatchDecoder>(model_, std::move(cache), n_batch_, options.n_threads);

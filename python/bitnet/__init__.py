@@ -15,7 +15,16 @@ from ._core import cpu_info as _cpu_info
 from .api import generate
 from .chat import TemplateError
 from .convert import convert
-from .errors import BitnetError, FormatError, ShapeError, UnsupportedError
+from .engine import Chunk, Completion, RequestHandle, SamplingParams
+from .errors import (
+    BitnetError,
+    ContextLengthError,
+    FormatError,
+    ParameterError,
+    QueueFullError,
+    ShapeError,
+    UnsupportedError,
+)
 from .hub import HubError
 from .model import Model, load
 from .tokenizer import Tokenizer
@@ -40,9 +49,16 @@ def cpu_info() -> dict[str, object]:
 
 __all__ = [
     "BitnetError",
+    "Chunk",
+    "Completion",
+    "ContextLengthError",
     "FormatError",
     "HubError",
     "Model",
+    "ParameterError",
+    "QueueFullError",
+    "RequestHandle",
+    "SamplingParams",
     "ShapeError",
     "TemplateError",
     "Tokenizer",

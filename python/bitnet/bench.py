@@ -1,12 +1,22 @@
 """End-to-end speed of a model, measured like llama.cpp's llama-bench (``bitnet bench``).
 
-For each thread count, two tests on a fresh KV cache, each repeated ``reps`` times after one
-warm-up run:
+For each thread count and each context depth D (``-d``, default 0), two tests, each repeated
+``reps`` times after one warm-up run:
 
 * ``pp<P>``: one forward pass over a prompt of P random token ids (logits of the last token
   only), reported as P / time in tokens/s;
-* ``tg<N>``: N tokens generated one at a time from an empty cache, each fed with the argmax of
-  the previous logits (no sampling work beyond that), reported as N / time.
+* ``tg<N>``: N tokens generated one at a time, each fed with the argmax of the previous logits
+  (no sampling work beyond that), reported as N / time.
+
+At a depth D > 0 (``pp<P> @ d<D>``, ``tg<N> @ d<D>``, as ``llama-bench -d``) the cache first holds
+D random tokens (not timed) and each repetition starts again from them: the speed of a prompt or
+of generation after a long context.
+
+With ``--parallel B1,B2,..`` the tests are those of llama.cpp's ``llama-batched-bench`` instead:
+B sequences, each with its own prompt of P random tokens processed together (``pp<P> x<B>``,
+B*P / time), then N tokens generated for each of them, all B advanced in every step of the
+batched decoder (``tg<N> x<B>``, B*N / time: the aggregate; ``per_seq_tokens_per_s`` = N / time,
+the speed one user sees).
 
 Figures are the median over repetitions with the standard deviation and the min-max range. Each
 result records the commit, CPU, kernel ISA, threads, model size (bytes and parameters) and, for
@@ -14,9 +24,9 @@ tg, the bytes of weights read per token with the bandwidth that implies (bytes x
 it can be set against the machine's measured read bandwidth (``--membw``, or
 ``bench/kernel_bench --membw-only``).
 
-Timing uses the extension's Session directly (the forward pass releases the GIL and takes the
-whole batch in one call), so Python adds only a function call per token. Benchmarks report;
-they never assert a speed.
+Timing uses the extension's Session (single sequence) and BatchDecoder (``--parallel``) directly:
+the forward pass releases the GIL and takes the whole batch in one call, so Python adds only a
+function call per step. Benchmarks report; they never assert a speed.
 """
 
 from __future__ import annotations
@@ -58,6 +68,10 @@ class BenchResult:
     max_tokens_per_s: float
     gb_per_s: float | None = None  # tg: bytes read per token x tokens/s / 1e9
     pct_of_read_bw: float | None = None  # tg: gb_per_s / measured read bandwidth
+    n_depth: int = 0  # tokens already in the cache when the test starts
+    n_parallel: int = 1  # sequences processed together (--parallel)
+    per_seq_tokens_per_s: float | None = None  # --parallel: median tokens/s of one sequence
+    kv_cache: str = "f16"  # KV cache type
 
 
 @dataclass
@@ -204,30 +218,11 @@ def measure_read_bandwidth(threads: int, *, size_mb: int = 512, reps: int = 5) -
     return float(statistics.median(best))
 
 
-def _open_model(
-    path: str, n_threads: int, n_ctx: int, n_batch: int, options: dict[str, Any]
-) -> tuple[Any, Any, bool]:
-    """(model, session, whether n_threads was applied) through bitnet.Model.
-
-    A build whose Model has no n_threads option (before the threaded decoder) runs its default
-    and the report says so.
-    """
+def _open_model(path: str, n_threads: int, n_batch: int, options: dict[str, Any]) -> Any:
+    """The model through bitnet.Model (for its statistics); sessions are made per test."""
     from .model import Model
 
-    applied = True
-    try:
-        m = Model(path, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads, **options)
-    except TypeError:
-        if options:
-            raise
-        applied = False
-        m = Model(path, n_ctx=n_ctx, n_batch=n_batch)
-    # A session of Model's own pool is configured as Model configures them (threads included).
-    pool = getattr(m, "_live_pool", None)
-    session = pool().acquire().session if callable(pool) else _core.Session(m._core, n_ctx, n_batch)
-    if applied and int(getattr(session, "n_threads", n_threads)) != n_threads:
-        applied = False
-    return m, session, applied
+    return Model(path, n_ctx=0, n_batch=n_batch, n_threads=n_threads, n_parallel=1, **options)
 
 
 def _summary(
@@ -267,9 +262,13 @@ def run_bench(
     isa: str | None = None,
     kernel: str | None = None,
     output_type: str | None = None,
+    depths: Sequence[int] = (0,),
+    parallel: Sequence[int] = (),
+    kv_cache: str = "f16",
+    n_batch: int = 2048,
     progress: Any = None,
 ) -> BenchReport:
-    """Measures pp and tg of the model at each thread count.
+    """Measures pp and tg of the model at each thread count (see the module docstring).
 
     Args:
         path: A GGUF model file.
@@ -283,6 +282,12 @@ def run_bench(
         isa: Kernel ISA to force (``bitnet.load``'s isa=), None for the best.
         kernel: Ternary kernel family to force, ``"mad"`` or ``"lut"``; None for the default.
         output_type: Output layer (``"auto"``, ``"q8_0"``, ``"f32"``); None for the default.
+        depths: Context depths: tokens in the cache before each pp/tg test (``-d``).
+        parallel: Sequence counts for batched tests (``--parallel``); when given, these run
+            instead of the single-sequence pp/tg tests.
+        kv_cache: KV cache type: "f16", "q8_0" or "f32".
+        n_batch: Most tokens per forward pass of a batched prompt test (prompts are split into
+            steps of at most this many tokens, all sequences' chunks together).
         progress: Optional callable taking one line of progress text.
 
     Returns:
@@ -294,80 +299,41 @@ def run_bench(
         raise ValueError("repetitions must be at least 1")
     if not threads or any(t < 1 for t in threads):
         raise ValueError("thread counts must be positive integers")
+    if not depths or any(d < 0 for d in depths):
+        raise ValueError("-d/--depth values must be integers >= 0")
+    if any(b < 1 for b in parallel):
+        raise ValueError("--parallel values must be positive integers")
+    if parallel and any(depths):
+        raise ValueError("--parallel runs at depth 0 only (like llama-batched-bench)")
+    if n_batch < 1:
+        raise ValueError("--batch must be at least 1")
     p = os.fspath(path)
     if not Path(p).is_file():
         raise FileNotFoundError(f"{p}: no such file")
     note = progress if callable(progress) else (lambda _line: None)
     info, info_isa = _cpu_info()
-    n_ctx = max(n_prompt, n_gen) + 8
-    n_batch = max(n_prompt, 1)
-    options = {
+    options: dict[str, Any] = {
         k: v
         for k, v in (("isa", isa), ("kernel", kernel), ("output_type", output_type))
         if v is not None
     }
+    options["kv_cache"] = kv_cache
     report: BenchReport | None = None
     for t in threads:
-        model, session, applied = _open_model(p, t, n_ctx, n_batch, options)
+        model = _open_model(p, t, max(n_prompt, 1), options)
         try:
             core = model._core
             if report is None:
-                params, types, read, read_note = _model_stats(core)
-                name = core.file.get("general.name") or Path(p).stem
-                report = BenchReport(
-                    date=datetime.datetime.now(datetime.timezone.utc).strftime(
-                        "%Y-%m-%d %H:%M UTC"
-                    ),
-                    commit=_commit(),
-                    cpu=str(info.get("brand") or _cpu_brand())
-                    if isinstance(info, dict)
-                    else _cpu_brand(),
-                    isa=str(getattr(core, "kernel_isa", info_isa)),
-                    cpu_info=info,
-                    hardware_threads=os.cpu_count() or 1,
-                    model_path=p,
-                    model_name=str(name),
-                    model_size_bytes=Path(p).stat().st_size,
-                    model_params=params,
-                    weight_types=types,
-                    kernels=_kernels(model),
-                    bytes_read_per_token=read,
-                    bytes_read_note=read_note,
-                )
-            n_vocab = int(core.config["n_vocab"])
-            rng = np.random.default_rng(seed)
-            if n_prompt:
-                prompt = rng.integers(0, n_vocab, size=n_prompt, dtype=np.int32)
-                samples = []
-                for rep in range(reps + 1):
-                    session.truncate(0)
-                    t0 = time.perf_counter()
-                    session.decode(prompt, False)
-                    dt = time.perf_counter() - t0
-                    if rep:
-                        samples.append(dt)
-                r = _summary(f"pp{n_prompt}", n_prompt, 0, t, applied, n_prompt, samples)
-                report.results.append(r)
-                note(f"pp{n_prompt} t={t}: {r.tokens_per_s:.2f} tokens/s")
-            if n_gen:
-                first = int(rng.integers(0, n_vocab))
-                samples = []
-                for rep in range(reps + 1):
-                    session.truncate(0)
-                    tok = np.array([first], dtype=np.int32)
-                    t0 = time.perf_counter()
-                    for _ in range(n_gen):
-                        logits = session.decode(tok, False)
-                        tok[0] = int(np.argmax(logits))
-                    dt = time.perf_counter() - t0
-                    if rep:
-                        samples.append(dt)
-                r = _summary(f"tg{n_gen}", 0, n_gen, t, applied, n_gen, samples)
-                r.gb_per_s = report.bytes_read_per_token * r.tokens_per_s / 1e9
-                report.results.append(r)
-                note(f"tg{n_gen} t={t}: {r.tokens_per_s:.2f} tokens/s")
+                report = _new_report(p, model, info, info_isa)
+            if parallel:
+                for b in parallel:
+                    _batched_tests(
+                        report, core, t, b, n_prompt, n_gen, reps, seed, kv_cache, n_batch, note
+                    )
+            else:
+                for d in depths:
+                    _session_tests(report, core, t, d, n_prompt, n_gen, reps, seed, kv_cache, note)
         finally:
-            del session
             model.close()
     assert report is not None
     if membw is not None:
@@ -379,6 +345,162 @@ def run_bench(
             if r.gb_per_s is not None and measured:
                 r.pct_of_read_bw = 100.0 * r.gb_per_s / measured
     return report
+
+
+def _new_report(path: str, model: Any, info: Any, info_isa: str) -> BenchReport:
+    core = model._core
+    params, types, read, read_note = _model_stats(core)
+    name = core.file.get("general.name") or Path(path).stem
+    return BenchReport(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        commit=_commit(),
+        cpu=str(info.get("brand") or _cpu_brand()) if isinstance(info, dict) else _cpu_brand(),
+        isa=str(getattr(core, "kernel_isa", info_isa)),
+        cpu_info=info,
+        hardware_threads=os.cpu_count() or 1,
+        model_path=path,
+        model_name=str(name),
+        model_size_bytes=Path(path).stat().st_size,
+        model_params=params,
+        weight_types=types,
+        kernels=_kernels(model),
+        bytes_read_per_token=read,
+        bytes_read_note=read_note,
+    )
+
+
+def _session_tests(
+    report: BenchReport,
+    core: Any,
+    t: int,
+    depth: int,
+    n_prompt: int,
+    n_gen: int,
+    reps: int,
+    seed: int,
+    kv_cache: str,
+    note: Any,
+) -> None:
+    """pp and tg of one sequence after `depth` tokens of context (llama-bench, -d)."""
+    n_vocab = int(core.config["n_vocab"])
+    rng = np.random.default_rng(seed)
+    n_ctx = depth + max(n_prompt, n_gen) + 8
+    n_batch = max(n_prompt, min(depth, 512), 1)  # the context is filled in big passes
+    session = _core.Session(core, n_ctx, n_batch, t, kv_type=kv_cache)
+    applied = int(session.n_threads) == t
+    suffix = f" @ d{depth}" if depth else ""
+    if depth:
+        session.decode(rng.integers(0, n_vocab, size=depth, dtype=np.int32), False)
+    if n_prompt:
+        prompt = rng.integers(0, n_vocab, size=n_prompt, dtype=np.int32)
+        samples = []
+        for rep in range(reps + 1):
+            session.truncate(depth)
+            t0 = time.perf_counter()
+            session.decode(prompt, False)
+            dt = time.perf_counter() - t0
+            if rep:
+                samples.append(dt)
+        r = _summary(f"pp{n_prompt}{suffix}", n_prompt, 0, t, applied, n_prompt, samples)
+        r.n_depth, r.kv_cache = depth, kv_cache
+        report.results.append(r)
+        note(f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s")
+    if n_gen:
+        first = int(rng.integers(0, n_vocab))
+        samples = []
+        for rep in range(reps + 1):
+            session.truncate(depth)
+            tok = np.array([first], dtype=np.int32)
+            t0 = time.perf_counter()
+            for _ in range(n_gen):
+                logits = session.decode(tok, False)
+                tok[0] = int(np.argmax(logits))
+            dt = time.perf_counter() - t0
+            if rep:
+                samples.append(dt)
+        r = _summary(f"tg{n_gen}{suffix}", 0, n_gen, t, applied, n_gen, samples)
+        r.n_depth, r.kv_cache = depth, kv_cache
+        r.gb_per_s = report.bytes_read_per_token * r.tokens_per_s / 1e9
+        report.results.append(r)
+        note(f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s")
+
+
+def _batched_tests(
+    report: BenchReport,
+    core: Any,
+    t: int,
+    n_seq: int,
+    n_prompt: int,
+    n_gen: int,
+    reps: int,
+    seed: int,
+    kv_cache: str,
+    n_batch: int,
+    note: Any,
+) -> None:
+    """llama-batched-bench's test on the BatchDecoder: n_seq prompts of n_prompt tokens
+    processed together, then n_gen tokens for each, every step advancing all n_seq."""
+    n_vocab = int(core.config["n_vocab"])
+    rng = np.random.default_rng(seed)
+    bt = 32
+    per_seq = -(-(n_prompt + n_gen + 1) // bt)
+    cache = _core.KvCache(core, n_blocks=n_seq * per_seq, kv_type=kv_cache, block_tokens=bt)
+    step_batch = max(n_seq, min(n_batch, n_seq * max(n_prompt, 1)))
+    dec = _core.BatchDecoder(core, cache, n_batch=step_batch, n_threads=t)
+    applied = int(dec.n_threads) == t
+    tables = [np.arange(i * per_seq, (i + 1) * per_seq, dtype=np.int32) for i in range(n_seq)]
+    prompts = rng.integers(0, n_vocab, size=(n_seq, max(n_prompt, 1)), dtype=np.int32)
+    label = f" x{n_seq}"
+
+    def prefill() -> None:
+        # Every sequence's prompt, in steps of at most step_batch tokens: each step takes an
+        # equal slice of every prompt, so all sequences advance together.
+        chunk = max(1, step_batch // n_seq)
+        for start in range(0, n_prompt, chunk):
+            n = min(chunk, n_prompt - start)
+            last = 1 if start + n == n_prompt else 0
+            dec.step(
+                [(tables[i], start, prompts[i, start : start + n], last) for i in range(n_seq)]
+            )
+
+    if n_prompt:
+        samples = []
+        for rep in range(reps + 1):
+            t0 = time.perf_counter()
+            prefill()
+            dt = time.perf_counter() - t0
+            if rep:
+                samples.append(dt)
+        total = n_seq * n_prompt
+        r = _summary(f"pp{n_prompt}{label}", n_prompt, 0, t, applied, total, samples)
+        r.n_parallel, r.kv_cache = n_seq, kv_cache
+        r.per_seq_tokens_per_s = r.tokens_per_s / n_seq
+        report.results.append(r)
+        note(f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s")
+    if n_gen:
+        samples = []
+        for rep in range(reps + 1):
+            if n_prompt:
+                prefill()  # not timed: generation starts after the prompts
+            tok = prompts[:, :1].copy() if not n_prompt else prompts[:, -1:].copy()
+            n_past = n_prompt
+            t0 = time.perf_counter()
+            for _ in range(n_gen):
+                logits = dec.step([(tables[i], n_past, tok[i], 1) for i in range(n_seq)])
+                tok[:, 0] = np.argmax(logits, axis=1)
+                n_past += 1
+            dt = time.perf_counter() - t0
+            if rep:
+                samples.append(dt)
+        r = _summary(f"tg{n_gen}{label}", 0, n_gen, t, applied, n_seq * n_gen, samples)
+        r.n_parallel, r.kv_cache = n_seq, kv_cache
+        r.per_seq_tokens_per_s = r.tokens_per_s / n_seq
+        # One read of the weights per step, shared by the n_seq tokens of the step.
+        r.gb_per_s = report.bytes_read_per_token * r.per_seq_tokens_per_s / 1e9
+        report.results.append(r)
+        note(
+            f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s ({r.per_seq_tokens_per_s:.2f} per seq)"
+        )
 
 
 def to_json(report: BenchReport) -> str:
@@ -412,18 +534,29 @@ def to_markdown(report: BenchReport) -> str:
         lines.append(f"measured read bandwidth: {bw}")
     if any(not r.threads_applied for r in report.results):
         lines.append("note: this build has no thread option; every row ran its default threads")
-    lines += [
-        "",
-        "| model | size | params | isa | threads | test | t/s | min-max | GB/s | % of read BW |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    kv = ", ".join(sorted({r.kv_cache for r in report.results}))
+    if kv:
+        lines.append(f"KV cache: {kv}")
+    batched = any(r.per_seq_tokens_per_s is not None for r in report.results)
+    columns = ["model", "size", "params", "isa", "threads", "test", "t/s", "min-max"]
+    columns += ["t/s per seq"] if batched else []
+    columns += ["GB/s", "% of read BW"]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in report.results:
         gbps = f"{r.gb_per_s:.2f}" if r.gb_per_s is not None else ""
         pct = f"{r.pct_of_read_bw:.0f}%" if r.pct_of_read_bw is not None else ""
-        lines.append(
-            f"| {report.model_name} | {_size_text(report.model_size_bytes)} | "
-            f"{report.model_params / 1e9:.2f} B | {report.isa} | {r.threads} | {r.test} | "
-            f"{r.tokens_per_s:.2f} ± {r.stdev:.2f} | "
-            f"{r.min_tokens_per_s:.2f}-{r.max_tokens_per_s:.2f} | {gbps} | {pct} |"
-        )
+        per_seq = f"{r.per_seq_tokens_per_s:.2f}" if r.per_seq_tokens_per_s is not None else ""
+        cells = [
+            report.model_name,
+            _size_text(report.model_size_bytes),
+            f"{report.model_params / 1e9:.2f} B",
+            report.isa,
+            str(r.threads),
+            r.test,
+            f"{r.tokens_per_s:.2f} ± {r.stdev:.2f}",
+            f"{r.min_tokens_per_s:.2f}-{r.max_tokens_per_s:.2f}",
+        ]
+        cells += [per_seq] if batched else []
+        cells += [gbps, pct]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -240,6 +240,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         isa=args.isa,
         kernel=args.kernel,
         output_type=args.output_type,
+        depths=_int_list(args.depth, "-d/--depth"),
+        parallel=_int_list(args.parallel, "--parallel") if args.parallel else (),
+        kv_cache=args.kv_cache,
         progress=None if args.quiet else (lambda line: print(line, file=err, flush=True)),
     )
     sys.stdout.write(to_json(report) + "\n" if args.output == "json" else to_markdown(report))
@@ -445,6 +448,27 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "q8_0", "f32"],
         default=None,
         help="output layer computation (default: the model's auto choice)",
+    )
+    b.add_argument(
+        "-d",
+        "--depth",
+        default="0",
+        help="comma-separated context depths: tokens already in the cache before each test, "
+        "like llama-bench -d (default 0)",
+    )
+    b.add_argument(
+        "--parallel",
+        default=None,
+        metavar="B1,B2,..",
+        help="batched tests instead, like llama-batched-bench: B sequences with a prompt of -p "
+        "tokens each, then -n tokens generated for each, all B in every step; aggregate and "
+        "per-sequence tokens/s",
+    )
+    b.add_argument(
+        "--kv-cache",
+        choices=["f16", "q8_0", "f32"],
+        default="f16",
+        help="KV cache type (default f16)",
     )
     b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")

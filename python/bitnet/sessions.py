@@ -9,7 +9,6 @@ sessions and run in parallel (the forward pass releases the GIL).
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from . import _core
 from .errors import BitnetError
@@ -21,8 +20,7 @@ def make_session(
     model: _core.Model, n_ctx: int, n_batch: int, n_threads: int, kv_cache: str
 ) -> _core.Session:
     """A Session whose KV cache has type kv_cache ("f32", "f16", "q8_0")."""
-    options: dict[str, Any] = {"kv_type": kv_cache}
-    return _core.Session(model, n_ctx, n_batch, n_threads, **options)
+    return _core.Session(model, n_ctx, n_batch, n_threads, kv_type=kv_cache)
 
 
 class SessionPool:

@@ -361,6 +361,231 @@ void test_float_ops(const KernelTable& kt) {
     }
 }
 
+// ---- attention over the KV cache (engine-core) --------------------------------------------------
+
+// Cached rows of n positions in every KV type, from the same floats.
+struct KvRows {
+    std::vector<float> f32;
+    std::vector<uint16_t> f16;
+    std::vector<int8_t> q8;
+    std::vector<uint16_t> q8_d;
+};
+
+KvRows make_rows(const std::vector<float>& x, int64_t n, int64_t hd) {
+    const KernelTable& ref = reference_kernels();
+    KvRows r{x, std::vector<uint16_t>(x.size()), {}, {}};
+    ref.to_f16(x.data(), r.f16.data(), n * hd);
+    if (hd % kQ8Block == 0) {
+        r.q8.resize(x.size());
+        r.q8_d.resize(x.size() / kQ8Block);
+        std::vector<float> d(static_cast<size_t>(hd / kQ8Block));
+        for (int64_t j = 0; j < n; ++j) {
+            ref.quantize_q8(&x[j * hd], hd, &r.q8[j * hd], d.data());
+            ref.to_f16(d.data(), &r.q8_d[j * hd / kQ8Block], hd / kQ8Block);
+        }
+    }
+    return r;
+}
+
+std::string attn_name(const char* isa, const char* op, int64_t n_q, int64_t hd, int64_t n, int kind) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s %s n_q=%lld hd=%lld n=%lld data=%d", isa, op,
+                  static_cast<long long>(n_q), static_cast<long long>(hd), static_cast<long long>(n), kind);
+    return buf;
+}
+
+// Scores: close to the reference, and invariant: every score is bit-identical when computed
+// alone (one head, one row), and when the rows are passed in two runs.
+void test_attn_scores(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t hds[] = {8, 12, 32, 64, 128};
+    const int64_t ns[] = {1, 2, 3, 7, 8, 9, 31, 33, 65, 257};
+    const int64_t n_qs[] = {1, 2, 3, 4, 5, 8};
+    for (int64_t hd : hds) {
+        for (int64_t n : ns) {
+            for (int64_t n_q : n_qs) {
+                for (int kind = 0; kind < 3; ++kind) {
+                    // kind 0: normal; 1: values at the fp16 extremes; 2: a NaN in one key row.
+                    std::vector<float> q = adversarial_floats(n_q * hd, 0);
+                    std::vector<float> kf = adversarial_floats(n * hd, 0);
+                    if (kind == 1) {
+                        for (size_t i = 0; i < kf.size(); i += 3) kf[i] = (i % 2 ? 65504.0f : -65504.0f);
+                        for (auto& v : q) v *= 1e-4f;
+                    }
+                    const int64_t nan_row = n / 2;
+                    if (kind == 2) kf[static_cast<size_t>(nan_row * hd + hd / 2)] = NAN;
+                    const KvRows rows = make_rows(kf, n, hd);
+                    const int64_t stride = n + 3;
+                    std::vector<float> want(static_cast<size_t>(n_q * stride), 0.0f), got(want), part(want);
+                    for (int type = 0; type < 3; ++type) {
+                        if (type == 2 && (hd % kQ8Block != 0 || kind == 2)) continue;
+                        std::vector<int8_t> qq(static_cast<size_t>(n_q * hd));
+                        std::vector<float> qd(static_cast<size_t>(n_q * hd / kQ8Block + 1));
+                        if (type == 2) ref.quantize_q8(q.data(), n_q * hd, qq.data(), qd.data());
+                        const int64_t nb = hd / kQ8Block;
+                        // Misaligned copies of the rows.
+                        Misaligned<float> k32(rows.f32.size(), 4);
+                        Misaligned<uint16_t> k16(rows.f16.size(), 2);
+                        Misaligned<int8_t> k8(rows.q8.size() + 1, 1);
+                        std::memcpy(k32.data, rows.f32.data(), rows.f32.size() * 4);
+                        std::memcpy(k16.data, rows.f16.data(), rows.f16.size() * 2);
+                        if (!rows.q8.empty()) std::memcpy(k8.data, rows.q8.data(), rows.q8.size());
+                        auto run = [&](const KernelTable& t, int64_t h0, int64_t nh, int64_t j0, int64_t m, float* out) {
+                            float* o = out + h0 * stride + j0;
+                            // The prefetch hint names the rows themselves (any valid memory).
+                            if (type == 0) {
+                                t.attn_scores_f32(q.data() + h0 * hd, nh, hd, k32.data + j0 * hd, m, o, stride,
+                                                  k32.data, n * hd * 4);
+                            }
+                            if (type == 1) {
+                                t.attn_scores_f16(q.data() + h0 * hd, nh, hd, k16.data + j0 * hd, m, o, stride,
+                                                  k16.data, n * hd * 2);
+                            }
+                            if (type == 2) {
+                                t.attn_scores_q8(qq.data() + h0 * hd, qd.data() + h0 * nb, nh, hd, k8.data + j0 * hd,
+                                                 rows.q8_d.data() + j0 * nb, m, o, stride, nullptr, 0);
+                            }
+                        };
+                        run(ref, 0, n_q, 0, n, want.data());
+                        run(kt, 0, n_q, 0, n, got.data());
+                        bool close = true;
+                        bool alone = true;
+                        for (int64_t h = 0; h < n_q; ++h) {
+                            for (int64_t j = 0; j < n; ++j) {
+                                float mag = 0.0f;
+                                for (int64_t i = 0; i < hd; ++i) mag += std::fabs(q[h * hd + i] * kf[j * hd + i]);
+                                const float w = want[h * stride + j], g = got[h * stride + j];
+                                // q8_0: the quantized inputs differ from kf by up to 1/254 of each
+                                // block's max, so compare with the reference on the same quants.
+                                const float bound = 2e-6f * static_cast<float>(hd) * mag + 1e-30f;
+                                if (std::isnan(w) || std::isnan(g)) {
+                                    close = close && std::isnan(w) && std::isnan(g);
+                                } else {
+                                    close = close && std::fabs(w - g) <= (type == 2 ? 1e-5f * std::fabs(w) + 1e-4f * mag : bound);
+                                }
+                                float one = 0.0f;
+                                run(kt, h, 1, j, 1, part.data());
+                                one = part[h * stride + j];
+                                alone = alone && std::memcmp(&one, &g, sizeof g) == 0;
+                            }
+                        }
+                        // Two runs: rows [0, a) then [a, n).
+                        const int64_t a = n / 3;
+                        if (a > 0) {
+                            run(kt, 0, n_q, 0, a, part.data());
+                            run(kt, 0, n_q, a, n - a, part.data());
+                            for (int64_t h = 0; h < n_q; ++h) {
+                                alone = alone && std::memcmp(&part[h * stride], &got[h * stride], n * 4) == 0;
+                            }
+                        }
+                        const char* names[] = {"attn_scores_f32", "attn_scores_f16", "attn_scores_q8"};
+                        check(close, attn_name(kt.isa, names[type], n_q, hd, n, kind));
+                        check(alone, attn_name(kt.isa, names[type], n_q, hd, n, kind) + " (invariance)");
+                    }
+                }
+            }
+        }
+    }
+}
+
+void test_attn_softmax(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t ns[] = {1, 2, 7, 8, 9, 31, 33, 255, 256};
+    for (int64_t n : ns) {
+        for (int kind = 0; kind < 4; ++kind) {
+            // 0: normal scores; 1: large spread (exp underflows to 0); 2: a NaN; 3: all equal.
+            const int64_t n_q = 3, stride = n + 5;
+            std::vector<float> s(static_cast<size_t>(n_q * stride), 0.0f);
+            std::normal_distribution<float> normal(0.0f, kind == 1 ? 60.0f : 3.0f);
+            for (auto& v : s) v = kind == 3 ? 0.25f : normal(rng);
+            if (kind == 2) s[static_cast<size_t>(stride + n / 2)] = NAN;
+            std::vector<float> s0(s), s1(s), m0(3), m1(3), l0(3), l1(3);
+            ref.attn_softmax(s0.data(), n_q, n, stride, m0.data(), l0.data());
+            kt.attn_softmax(s1.data(), n_q, n, stride, m1.data(), l1.data());
+            bool ok = true;
+            for (int64_t h = 0; h < n_q; ++h) {
+                if (kind == 2 && h == 1) {
+                    ok = ok && std::isnan(l0[1]) && std::isnan(l1[1]);
+                    continue;
+                }
+                ok = ok && m0[h] == m1[h];
+                ok = ok && std::fabs(l0[h] - l1[h]) <= 1e-6f * static_cast<float>(n) * l0[h];
+                for (int64_t j = 0; j < n; ++j) {
+                    const float a = s0[h * stride + j], b = s1[h * stride + j];
+                    ok = ok && std::fabs(a - b) <= 4e-7f * a + 2e-38f;
+                }
+            }
+            check(ok, attn_name(kt.isa, "attn_softmax", n_q, 0, n, kind));
+        }
+    }
+}
+
+// Accumulation: close to the reference, every element bit-identical whether the rows come in
+// one run or two and whatever the number of heads beside it.
+void test_attn_accum(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t hds[] = {8, 12, 32, 40, 64, 128};
+    const int64_t ns[] = {1, 2, 3, 31, 33, 64, 65, 129, 256};
+    const int64_t n_qs[] = {1, 2, 3, 4, 5};
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    for (int64_t hd : hds) {
+        for (int64_t n : ns) {
+            for (int64_t n_q : n_qs) {
+                const std::vector<float> vf = adversarial_floats(n * hd, 0);
+                const KvRows rows = make_rows(vf, n, hd);
+                const int64_t p_stride = n + 1, o_stride = hd + 3;
+                std::vector<float> p(static_cast<size_t>(n_q * p_stride));
+                for (auto& w : p) w = unit(rng);
+                const std::vector<float> o_init = adversarial_floats(n_q * o_stride, 0);
+                for (int type = 0; type < 3; ++type) {
+                    if (type == 2 && hd % kQ8Block != 0) continue;
+                    const int64_t nb = hd / kQ8Block;
+                    Misaligned<float> v32(rows.f32.size(), 4);
+                    Misaligned<uint16_t> v16(rows.f16.size(), 2);
+                    Misaligned<int8_t> v8(rows.q8.size() + 1, 3);
+                    std::memcpy(v32.data, rows.f32.data(), rows.f32.size() * 4);
+                    std::memcpy(v16.data, rows.f16.data(), rows.f16.size() * 2);
+                    if (!rows.q8.empty()) std::memcpy(v8.data, rows.q8.data(), rows.q8.size());
+                    auto run = [&](const KernelTable& t, int64_t h0, int64_t nh, int64_t j0, int64_t m, float* o) {
+                        const float* ph = p.data() + h0 * p_stride + j0;
+                        float* oh = o + h0 * o_stride;
+                        if (type == 0) {
+                            t.attn_accum_f32(ph, p_stride, nh, hd, v32.data + j0 * hd, m, oh, o_stride, nullptr, 0);
+                        }
+                        if (type == 1) {
+                            t.attn_accum_f16(ph, p_stride, nh, hd, v16.data + j0 * hd, m, oh, o_stride, v16.data,
+                                             n * hd * 2);
+                        }
+                        if (type == 2) {
+                            t.attn_accum_q8(ph, p_stride, nh, hd, v8.data + j0 * hd, rows.q8_d.data() + j0 * nb, m, oh,
+                                            o_stride, v8.data, n * hd);
+                        }
+                    };
+                    std::vector<float> want(o_init), got(o_init), split(o_init), single(o_init);
+                    run(ref, 0, n_q, 0, n, want.data());
+                    run(kt, 0, n_q, 0, n, got.data());
+                    const int64_t a = (n + 1) / 2;
+                    run(kt, 0, n_q, 0, a, split.data());
+                    if (n > a) run(kt, 0, n_q, a, n - a, split.data());
+                    for (int64_t h = 0; h < n_q; ++h) run(kt, h, 1, 0, n, single.data());
+                    bool close = true;
+                    for (int64_t h = 0; h < n_q; ++h) {
+                        for (int64_t i = 0; i < hd; ++i) {
+                            float mag = std::fabs(o_init[h * o_stride + i]);
+                            for (int64_t j = 0; j < n; ++j) mag += std::fabs(p[h * p_stride + j] * vf[j * hd + i]);
+                            const float bound = 4e-7f * static_cast<float>(n + 1) * mag + 1e-30f;
+                            close = close && std::fabs(want[h * o_stride + i] - got[h * o_stride + i]) <= bound;
+                        }
+                    }
+                    const char* names[] = {"attn_accum_f32", "attn_accum_f16", "attn_accum_q8"};
+                    check(close, attn_name(kt.isa, names[type], n_q, hd, n, 0));
+                    check(split == got && single == got, attn_name(kt.isa, names[type], n_q, hd, n, 0) + " (invariance)");
+                }
+            }
+        }
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -378,6 +603,9 @@ int main() {
         test_binary(*kt);
         test_q8_gemm(*kt);
         test_float_ops(*kt);
+        test_attn_scores(*kt);
+        test_attn_softmax(*kt);
+        test_attn_accum(*kt);
     }
     const char* forced = std::getenv("BITNET_EXPECT_ISA");
     if (forced != nullptr) check(kernels_for(forced) != nullptr, std::string("expected ISA ") + forced);

@@ -499,6 +499,7 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
 }
 
 void register_float_kernels(KernelTable& table);  // ops_neon.cpp
+void register_attention_kernels(KernelTable& table);  // attention_neon.cpp
 
 void register_kernels(KernelTable& table) {
     table.quantize_i8 = quantize_i8;
@@ -509,6 +510,7 @@ void register_kernels(KernelTable& table) {
     table.quantize_q8 = quantize_q8;
     table.gemm_q8 = gemm_q8;
     register_float_kernels(table);
+    register_attention_kernels(table);
 }
 
 }  // namespace bitnet::kernels::neon

@@ -202,22 +202,25 @@ void from_f16(const uint16_t* x, float* out, int64_t n) {
 
 // ---- attention over the KV cache (engine-core) --------------------------------------------------
 
+// The prefetch hints (pf, pf_bytes) of the attention kernels change nothing: ignored here.
+
 void attn_scores_f32(const float* q, int64_t n_q, int64_t hd, const float* k, int64_t n, float* s,
-                     int64_t s_stride) {
+                     int64_t s_stride, const void*, int64_t) {
     for (int64_t h = 0; h < n_q; ++h) {
         for (int64_t j = 0; j < n; ++j) s[h * s_stride + j] = dot_f32(q + h * hd, k + j * hd, hd);
     }
 }
 
 void attn_scores_f16(const float* q, int64_t n_q, int64_t hd, const uint16_t* k, int64_t n,
-                     float* s, int64_t s_stride) {
+                     float* s, int64_t s_stride, const void*, int64_t) {
     for (int64_t h = 0; h < n_q; ++h) {
         for (int64_t j = 0; j < n; ++j) s[h * s_stride + j] = dot_f16(q + h * hd, k + j * hd, hd);
     }
 }
 
 void attn_scores_q8(const int8_t* q, const float* q_d, int64_t n_q, int64_t hd, const int8_t* k,
-                    const uint16_t* k_d, int64_t n, float* s, int64_t s_stride) {
+                    const uint16_t* k_d, int64_t n, float* s, int64_t s_stride, const void*,
+                    int64_t) {
     const int64_t n_blocks = hd / kQ8Block;
     for (int64_t h = 0; h < n_q; ++h) {
         for (int64_t j = 0; j < n; ++j) {
@@ -251,28 +254,28 @@ void attn_softmax(float* s, int64_t n_q, int64_t n, int64_t s_stride, float* m, 
 }
 
 void attn_accum_f32(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const float* v,
-                    int64_t n, float* o, int64_t o_stride) {
+                    int64_t n, float* o, int64_t o_stride, const void*, int64_t) {
     for (int64_t h = 0; h < n_q; ++h) {
         for (int64_t j = 0; j < n; ++j) axpy_f32(p[h * p_stride + j], v + j * hd, o + h * o_stride, hd);
     }
 }
 
 void attn_accum_f16(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const uint16_t* v,
-                    int64_t n, float* o, int64_t o_stride) {
+                    int64_t n, float* o, int64_t o_stride, const void*, int64_t) {
     for (int64_t h = 0; h < n_q; ++h) {
         for (int64_t j = 0; j < n; ++j) axpy_f16(p[h * p_stride + j], v + j * hd, o + h * o_stride, hd);
     }
 }
 
 void attn_accum_q8(const float* p, int64_t p_stride, int64_t n_q, int64_t hd, const int8_t* v,
-                   const uint16_t* v_d, int64_t n, float* o, int64_t o_stride) {
+                   const uint16_t* v_d, int64_t n, float* o, int64_t o_stride, const void*, int64_t) {
     const int64_t n_blocks = hd / kQ8Block;
     for (int64_t h = 0; h < n_q; ++h) {
         float* oh = o + h * o_stride;
         for (int64_t j = 0; j < n; ++j) {
             for (int64_t i = 0; i < hd; ++i) {
-                const float w = p[h * p_stride + j] * fp16_to_float(v_d[j * n_blocks + i / kQ8Block]);
-                oh[i] += w * static_cast<float>(v[j * hd + i]);
+                const float value = fp16_to_float(v_d[j * n_blocks + i / kQ8Block]) * static_cast<float>(v[j * hd + i]);
+                oh[i] += p[h * p_stride + j] * value;
             }
         }
     }

@@ -43,7 +43,7 @@ from .handle import RequestHandle
 from .kv_blocks import BlockManager
 from .params import SamplingParams
 from .results import Chunk, Completion, FinishReason, Timings, TokenLogprob, TopLogprob
-from .scheduler import PrefillPolicy, Scheduler, SeqStatus, SequenceState, StepPlan
+from .scheduler import PrefillPolicy, Scheduler, SeqStatus, SequenceState, StepCost, StepPlan
 from .text import TextStream
 
 if TYPE_CHECKING:
@@ -96,13 +96,14 @@ class _Request:
 
     handle: RequestHandle
     params: SamplingParams
-    sampler: _core.Sampler
+    seed: int  # drawn at submit when the caller gave none
     text: TextStream
     constraint: TokenConstraint | None
     eos: frozenset[int]
     n_prompt: int
     t_submit: float
     mask: np.ndarray | None = None
+    sampler: _core.Sampler | None = None  # made at first admission (3 MB at 128k tokens)
     generated: list[int] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -140,6 +141,10 @@ class Engine:
         block_tokens: Positions per KV block (the prefix cache shares whole blocks).
         prefill: How prompt chunks share a step: "round_robin" or "fcfs" (scheduler docs).
         prefix_cache: Reuse the KV blocks of equal prompt prefixes.
+        max_step_ms: While sequences are generating, prompt chunks are sized so that a step
+            lasts about max(max_step_ms, 1.5 x a step of the decodes alone), from an online
+            model of step time: on a CPU every prompt token in a step delays the tokens of
+            everyone decoding in it. None: only n_batch limits a step.
 
     Raises:
         ParameterError: An option out of range (names it).
@@ -162,8 +167,11 @@ class Engine:
         block_tokens: int = 32,
         prefill: PrefillPolicy = "round_robin",
         prefix_cache: bool = True,
+        max_step_ms: float | None = 250.0,
     ) -> None:
         _check_int("n_ctx", n_ctx, 1)
+        if max_step_ms is not None and not max_step_ms > 0:
+            raise ParameterError("max_step_ms", f"max_step_ms must be > 0, got {max_step_ms}")
         _check_int("n_batch", n_batch, 1)
         _check_int("n_parallel", n_parallel, 1)
         _check_int("max_queue", max_queue, 0)
@@ -210,6 +218,8 @@ class Engine:
         self._stopping = False  # the loop exits once nothing is left
         self._error: BaseException | None = None
         self._ids = itertools.count(1)
+        self._max_step_s = None if max_step_ms is None else max_step_ms / 1000
+        self._cost = StepCost()
         self._service_s = 0.0  # moving average of admission-to-end times (Retry-After)
         self._counts: dict[str, Any] = {
             "generated": 0,
@@ -258,28 +268,13 @@ class Engine:
             )
         ids = self._prompt_ids(prompt)
         constraint = self._constraint(params) if params.json_schema is not None else None
-        sampler = _core.Sampler(
-            self.n_vocab,
-            temperature=params.temperature,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            repeat_penalty=params.repeat_penalty,
-            repeat_last_n=params.repeat_last_n,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            seed=secrets.randbits(64) if params.seed is None else params.seed,
-        )
-        if params.repeat_last_n and params.repeat_penalty != 1.0:
-            for t in ids[-params.repeat_last_n :]:
-                sampler.accept(t, False)
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         seq = SequenceState(request_id=rid, tokens=ids, n_prompt=len(ids))
         handle = RequestHandle(rid, len(ids), lambda _h: self._cancel(seq))
         seq.payload = _Request(
             handle=handle,
             params=params,
-            sampler=sampler,
+            seed=secrets.randbits(64) if params.seed is None else params.seed,
             text=TextStream(params.stop, strip_leading_space=strip_leading_space),
             constraint=constraint,
             eos=frozenset() if params.ignore_eos else self._eos,
@@ -417,7 +412,7 @@ class Engine:
                     if self._stopping and not self._sched.has_work:
                         self._idle.notify_all()
                         return
-                    plan = self._sched.schedule()
+                    plan = self._sched.schedule(self._prefill_limit())
                 if not plan.chunks and not plan.cancelled:
                     with self._lock:  # nothing can run now (should not happen): do not spin
                         self._wake.wait(0.01)
@@ -425,6 +420,17 @@ class Engine:
                 self._step(plan)
         except BaseException as e:  # noqa: BLE001 (every waiting caller gets the error)
             self._die(e)
+
+    def _prefill_limit(self) -> int | None:
+        """Prompt tokens the next step may add while others decode (see max_step_ms)."""
+        if self._max_step_s is None:
+            return None
+        n_decode = len(self._sched.running)
+        decode_only = self._cost.predict(n_decode)
+        if decode_only is None:
+            return None
+        fits = self._cost.tokens_within(max(self._max_step_s, 1.5 * decode_only))
+        return None if fits is None else fits - n_decode
 
     def _die(self, error: BaseException) -> None:
         failure = BitnetError(f"the engine stopped: {type(error).__name__}: {error}")
@@ -437,16 +443,17 @@ class Engine:
                 self._sched.finish(seq)
             self._idle.notify_all()
         for seq in seqs:
-            req: _Request = seq.payload  # type: ignore[assignment]
+            req = _req(seq)
             req.handle._fail(failure)
 
     def _step(self, plan: StepPlan) -> None:
         now = time.perf_counter()
         for seq in plan.admitted:
-            req: _Request = seq.payload  # type: ignore[assignment]
+            req = _req(seq)
             if req.t_scheduled is None:
                 req.t_scheduled = now
                 req.n_cached_tokens = seq.n_cached_tokens
+                req.sampler = self._make_sampler(req.params, req.seed, seq.tokens)
         for seq in plan.cancelled:
             self._end(seq, "cancelled", release=False)
         if not plan.chunks:
@@ -456,8 +463,7 @@ class Engine:
         prompt_only: list[SequenceState] = []
         for c in plan.chunks:
             seq = c.seq
-            req = seq.payload
-            assert isinstance(req, _Request)
+            req = _req(seq)
             want = c.reaches_end and req.params.max_tokens > 0
             if want:
                 sampled.append(seq)
@@ -473,6 +479,7 @@ class Engine:
             )
         t0 = time.perf_counter()
         logits = self._decoder.step(inputs)
+        self._cost.observe(plan.n_tokens, time.perf_counter() - t0)
         with self._lock:
             self._sched.complete(plan)
             self._counts["steps"] += 1
@@ -484,8 +491,28 @@ class Engine:
         with self._lock:
             self._counts["busy_s"] += time.perf_counter() - t0
 
+    def _make_sampler(self, p: SamplingParams, seed: int, prompt: list[int]) -> _core.Sampler:
+        # The repetition window never needs to be longer than the context, and is unused
+        # without a repetition penalty.
+        window = min(p.repeat_last_n, self.n_ctx) if p.repeat_penalty != 1.0 else 0
+        sampler = _core.Sampler(
+            self.n_vocab,
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            min_p=p.min_p,
+            repeat_penalty=p.repeat_penalty,
+            repeat_last_n=window,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            seed=seed,
+        )
+        for t in prompt[len(prompt) - window :] if window else ():
+            sampler.accept(t, False)
+        return sampler
+
     def _sample(self, seqs: list[SequenceState], logits: np.ndarray) -> None:
-        reqs: list[_Request] = [s.payload for s in seqs]  # type: ignore[misc]
+        reqs = [_req(s) for s in seqs]
         masks: list[np.ndarray | None] | None = None
         if any(r.constraint is not None for r in reqs):
             masks = []
@@ -499,8 +526,13 @@ class Engine:
         n_top = None
         if any(r.params.logprobs for r in reqs):
             n_top = [r.params.top_logprobs if r.params.logprobs else -1 for r in reqs]
+        samplers = [r.sampler for r in reqs]
+        assert all(s is not None for s in samplers)  # made when the request was admitted
         tokens, logprob, top_ids, top_lp = self._sampler.sample(
-            [r.sampler for r in reqs], logits, masks, n_top
+            samplers,  # type: ignore[arg-type]
+            logits,
+            masks,
+            n_top,
         )
         now = time.perf_counter()
         for i, seq in enumerate(seqs):
@@ -525,6 +557,7 @@ class Engine:
             return
         seq.tokens.append(t)
         req.generated.append(t)
+        assert req.sampler is not None
         req.sampler.accept(t, True)
         if lp is not None:
             req.logprobs.append(lp)
@@ -555,7 +588,7 @@ class Engine:
         logprobs: tuple[TokenLogprob, ...] | None = None,
         release: bool = True,
     ) -> None:
-        req: _Request = seq.payload  # type: ignore[assignment]
+        req = _req(seq)
         if req.finished:
             return
         req.finished = True
@@ -596,6 +629,12 @@ class Engine:
                     service if not self._service_s else 0.8 * self._service_s + 0.2 * service
                 )
         req.handle._push(Chunk(text, token_ids, logprobs, finish_reason=reason), completion)
+
+
+def _req(seq: SequenceState) -> _Request:
+    req = seq.payload
+    assert isinstance(req, _Request)
+    return req
 
 
 def _check_int(name: str, value: Any, lo: int) -> None:

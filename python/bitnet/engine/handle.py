@@ -145,12 +145,13 @@ class RequestHandle:
         """Awaits the end and returns the Completion (asyncio). A cancelled awaiting task
         cancels the request."""
         while True:
-            chunk = await self._next_async()
-            if chunk.finish_reason is not None:
-                with self._lock:
+            with self._lock:
+                if self._completion is not None:
                     self._items.clear()
-                    assert self._completion is not None
                     return self._completion
+                if self._error is not None:
+                    raise self._error
+            await self._next_async()  # the next chunk (consumed), or an error
 
     def _next_sync(self) -> Chunk:
         with self._lock:

@@ -22,8 +22,9 @@ The policy (docs/architecture.md discusses the choices):
    cache's hits) *plus one spare block per running sequence* (a watermark, so that admitting it
    does not force a preemption at the next block boundary). All its prompt blocks are taken at
    admission: a prefill that has started always completes.
-4. **Prefill chunks.** The step's remaining token budget (n_batch minus the decodes) is shared
-   among the sequences with prompt tokens left: ``"round_robin"`` (the default) gives each an
+4. **Prefill chunks.** The step's remaining token budget (n_batch minus the decodes, and while
+   anyone decodes at most the engine's ``prefill_limit``, which keeps the step within a time
+   target) is shared among the sequences with prompt tokens left: ``"round_robin"`` (the default) gives each an
    equal share (a sequence needing less than its share takes what it needs and the rest is
    shared again; the start of the order rotates every step), so a short prompt behind a
    2,000-token one gets its first token in a few steps instead of waiting for the long one;
@@ -45,7 +46,15 @@ from typing import Literal
 from ..errors import ContextLengthError, ParameterError, QueueFullError
 from .kv_blocks import BlockManager, BlockTable
 
-__all__ = ["PrefillPolicy", "ScheduledChunk", "Scheduler", "SeqStatus", "SequenceState", "StepPlan"]
+__all__ = [
+    "PrefillPolicy",
+    "ScheduledChunk",
+    "Scheduler",
+    "SeqStatus",
+    "SequenceState",
+    "StepCost",
+    "StepPlan",
+]
 
 PrefillPolicy = Literal["round_robin", "fcfs"]
 
@@ -229,8 +238,15 @@ class Scheduler:
         return bool(self.running or self.waiting)
 
     # -- one step ------------------------------------------------------------------------------
-    def schedule(self) -> StepPlan:
-        """Decides the next step (see the module docstring); the plan may have no chunks."""
+    def schedule(self, prefill_limit: int | None = None) -> StepPlan:
+        """Decides the next step (see the module docstring); the plan may have no chunks.
+
+        Args:
+            prefill_limit: While some sequence decodes in this step, the most prompt tokens the
+                step may add (at least 1 is always given, so prompts progress). The engine
+                derives it from a step-time target: on a CPU every prompt token of a step
+                delays the decodes of that step. None: only n_batch limits.
+        """
         plan = StepPlan()
         if self._cancels:
             self._drop_cancelled(plan)
@@ -249,6 +265,8 @@ class Scheduler:
             if seq.status is SeqStatus.RUNNING:
                 plan.chunks.append(ScheduledChunk(seq, seq.n_computed, 1))
                 budget -= 1
+        if plan.chunks and prefill_limit is not None:
+            budget = min(budget, max(1, prefill_limit))
         if not plan.preempted:
             self._admit(plan, budget)
         decoding = {id(c.seq) for c in plan.chunks}
@@ -347,6 +365,54 @@ class Scheduler:
         for b in range(self.blocks.n_blocks):
             assert self.blocks.refcount(b) == held.get(b, 0), b
         assert len(self.running) <= self.n_parallel
+
+
+class StepCost:
+    """An online model of a step's duration: seconds = a + b * tokens.
+
+    On a CPU a step reads the weights once (a) and then computes every token (b), so the time
+    of a step is close to linear in its tokens. The fit is least squares with exponentially
+    decaying weights (recent steps count most: the machine's load changes). While all observed
+    steps have the same size, a is taken as 0 (b = time per token), which overestimates b and
+    so errs towards shorter steps.
+    """
+
+    def __init__(self, decay: float = 0.95) -> None:
+        self.decay = decay
+        self._s0 = self._s1 = self._s2 = self._sy = self._sxy = 0.0
+
+    def observe(self, n_tokens: int, seconds: float) -> None:
+        d = self.decay
+        x = float(n_tokens)
+        self._s0 = d * self._s0 + 1.0
+        self._s1 = d * self._s1 + x
+        self._s2 = d * self._s2 + x * x
+        self._sy = d * self._sy + seconds
+        self._sxy = d * self._sxy + x * seconds
+
+    def coefficients(self) -> tuple[float, float] | None:
+        """(a, b), or None before the first step."""
+        if self._s1 <= 0:
+            return None
+        det = self._s0 * self._s2 - self._s1 * self._s1
+        if det > 1e-9 * self._s0 * self._s2:
+            b = (self._s0 * self._sxy - self._s1 * self._sy) / det
+            a = (self._sy - b * self._s1) / self._s0
+            if a >= 0 and b > 0:
+                return a, b
+        return 0.0, self._sy / self._s1
+
+    def predict(self, n_tokens: int) -> float | None:
+        ab = self.coefficients()
+        return None if ab is None else ab[0] + ab[1] * n_tokens
+
+    def tokens_within(self, seconds: float) -> int | None:
+        """Most tokens a step can hold and last at most `seconds` (None: no estimate yet)."""
+        ab = self.coefficients()
+        if ab is None:
+            return None
+        a, b = ab
+        return max(0, int((seconds - a) / b))
 
 
 def _rotated(items: Iterable[int], start: int) -> list[int]:
