@@ -473,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     b.set_defaults(func=_cmd_bench)
+
+    from .server.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return p
 
 

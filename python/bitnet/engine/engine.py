@@ -331,6 +331,7 @@ class Engine:
         model = self._model()
         if model is None:
             raise BitnetError("the model of this engine has been garbage-collected")
+        assert params.json_schema is not None  # submit() calls this only when it is set
         constraint: TokenConstraint = make_constraint(model, params.json_schema)
         return constraint
 

@@ -68,7 +68,7 @@ def _materialize(name: str, value: Any) -> list[Any]:
 
 
 def _json_schema(value: Any) -> str | None:
-    """A JSON schema as canonical JSON text; True means any JSON object."""
+    """A JSON schema as compact JSON text (key order kept); True means any JSON object."""
     if value is None or value is False:
         return None
     if value is True:
@@ -86,7 +86,8 @@ def _json_schema(value: Any) -> str | None:
             f"json_schema must be a JSON object (a dict), got {type(parsed).__name__}",
         )
     try:
-        return json.dumps(parsed, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        # Key order is kept: structured output writes an object's properties in schema order.
+        return json.dumps(parsed, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as e:
         raise ParameterError("json_schema", f"json_schema cannot be written as JSON: {e}") from None
 
@@ -124,7 +125,8 @@ class SamplingParams:
         top_logprobs: Also report this many likeliest alternatives per token (0 to 20; needs
             logprobs).
         json_schema: Constrain the output to JSON matching this schema (a dict or JSON text);
-            True: any JSON object. Stored as canonical JSON text.
+            True: any JSON object. Stored as compact JSON text, key order kept (objects are
+            written with their properties in schema order).
     """
 
     max_tokens: int = 256
