@@ -15,7 +15,8 @@ Request types:
 * ``loglikelihood_rolling``: the text's tokens, after BOS (EOS when the model has no BOS), in
   the harness's disjoint rolling windows of the model's context (``rolling_windows``).
 * ``generate_until``: greedy (or sampled with ``do_sample``) generation that ends at any of the
-  ``until`` strings (not included), at ``max_gen_toks``, at an end token or a full context.
+  ``until`` strings (not included), at ``max_gen_toks``, at an end token or a full context;
+  requests with the same options run together on the model's continuous-batching engine.
 """
 
 from __future__ import annotations
