@@ -1,7 +1,7 @@
 // Kernel benchmark: time, GOP/s and GB/s of every kernel family x ISA x real-model shape x
 // tokens x threads, and a memory read-bandwidth probe, measured in the same run.
 //
-//   kernel_bench [--isa ref,avx2] [--family mad,lut,b1,q8,quant] [--model 2b4t,large,3b]
+//   kernel_bench [--isa ref,avx2,...] [--family mad,lut,t3,b1,q8,quant] [--model 2b4t,large,3b]
 //                [--tokens 1,128] [--threads 1,2] [--reps 7] [--min-ms 20] [--cold-mb 256]
 //                [--membw-mb 512] [--no-membw] [--membw-only] [--json]
 //
@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include <time.h>
+
 #include "core/aligned_buffer.h"
 #include "membw.h"
 #include "kernels/cpu_features.h"
@@ -42,7 +44,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Options {
     std::vector<std::string> isas;  // empty: all available
-    std::vector<std::string> families{"quant", "mad", "lut", "b1", "q8"};
+    std::vector<std::string> families{"quant", "mad", "lut", "t3", "b1", "q8"};
     std::vector<std::string> models{"2b4t", "large", "3b"};
     std::vector<int64_t> tokens{1, 128};
     std::vector<int> threads{1, 2};
@@ -53,6 +55,7 @@ struct Options {
     bool membw = true;
     bool membw_only = false;
     bool json = false;
+    bool thread_clock = false;  // --clock thread: CPU time of the calling thread (1 thread only)
 };
 
 std::vector<std::string> split_csv(const std::string& s) {
@@ -151,21 +154,32 @@ struct Acts {
     }
 };
 
+// Seconds on the chosen clock: wall time, or the calling thread's CPU time (--clock thread: on a
+// shared machine, time slices given to other processes do not count; memory and SMT contention
+// still do).
+double now_s(const Options& o) {
+    if (o.thread_clock) {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+    }
+    return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
+
 // Runs fn(call_index) in samples of enough calls to last min_ms; median/min/max per call.
 template <typename F>
 void time_calls(const Options& o, F&& fn, Result* r) {
     // Warm up and calibrate: one call, then as many as fit in min_ms.
-    auto t0 = Clock::now();
+    const double t0 = now_s(o);
     fn(0);
-    double one = std::chrono::duration<double>(Clock::now() - t0).count();
+    double one = now_s(o) - t0;
     int64_t calls = std::max<int64_t>(1, static_cast<int64_t>(o.min_ms * 1e-3 / std::max(one, 1e-9)));
     std::vector<double> per_call;
     int64_t index = 1;
     for (int rep = 0; rep < o.reps; ++rep) {
-        const auto s = Clock::now();
+        const double s = now_s(o);
         for (int64_t c = 0; c < calls; ++c) fn(index++);
-        per_call.push_back(std::chrono::duration<double>(Clock::now() - s).count() /
-                           static_cast<double>(calls));
+        per_call.push_back((now_s(o) - s) / static_cast<double>(calls));
     }
     std::sort(per_call.begin(), per_call.end());
     const size_t n = per_call.size();
@@ -355,6 +369,39 @@ void bench_ternary(const Options& o, const KernelTable& kt, const Shape& s, bool
     }
 }
 
+// T3: the 1.67-bit layout (tables with a native gemm_t3 only). GB/s counts T3 bytes.
+void bench_t3(const Options& o, const KernelTable& kt, const Shape& s, std::vector<Result>* all) {
+    if (s.output_layer || !kt.native_t3) return;
+    const int64_t k_pad = padded_k(s.k);
+    const int64_t t2_bytes = s.rows * k_pad / 4;
+    const int64_t bytes = t3_bytes(s.rows, s.k);
+    const int64_t copies = n_copies(o, bytes);
+    AlignedBuffer<uint8_t> t2(static_cast<size_t>(t2_bytes));
+    fill_t2(t2.data(), static_cast<size_t>(t2_bytes));
+    AlignedBuffer<uint8_t> w(static_cast<size_t>(bytes * copies), true);
+    pack_t3_from_t2(T2Matrix{t2.data(), s.rows, s.k, k_pad}, w.data());
+    for (int64_t c = 1; c < copies; ++c)
+        std::memcpy(w.data() + c * bytes, w.data(), static_cast<size_t>(bytes));
+    for (int64_t nt : o.tokens) {
+        Acts a(nt, s.k, k_pad);
+        std::vector<int32_t> out(static_cast<size_t>(nt * s.rows));
+        for (int th : o.threads) {
+            ThreadPool pool(th);
+            Result r{kt.isa, "t3", s.model, s.name, s.rows, s.k, nt, th};
+            r.ops = 2.0 * static_cast<double>(s.rows * s.k * nt);
+            r.bytes = static_cast<double>(bytes);
+            const ActsI8 x = a.view(0, nt);
+            time_calls(o, [&](int64_t call) {
+                const T3Matrix m{w.data() + (call % copies) * bytes, s.rows, s.k, padded_k3(s.k)};
+                parallel_rows(pool, s.rows, kT3TileRows, [&](int64_t b, int64_t e) {
+                    kt.gemm_t3(m, x, b, e, out.data() + b, s.rows);
+                });
+            }, &r);
+            report(o, r, all);
+        }
+    }
+}
+
 void bench_b1(const Options& o, const KernelTable& kt, const Shape& s, std::vector<Result>* all) {
     if (s.output_layer) return;
     const int64_t k_pad = padded_k(s.k);
@@ -471,10 +518,11 @@ void print_verdicts(const Options& o, const std::vector<Result>& all) {
 
 void usage() {
     std::fprintf(stderr,
-                 "usage: kernel_bench [--isa ref,avx2,neon,dotprod] [--family quant,mad,lut,b1,q8]\n"
+                 "usage: kernel_bench [--isa ref,avx2,avx512,...] [--family quant,mad,lut,t3,b1,q8]\n"
                  "                    [--model 2b4t,large,3b] [--tokens 1,128] [--threads 1,2]\n"
                  "                    [--reps N] [--min-ms MS] [--cold-mb MB] [--membw-mb MB]\n"
-                 "                    [--no-membw] [--membw-only] [--json]\n");
+                 "                    [--no-membw] [--membw-only] [--json] [--clock wall|thread]\n"
+                 "  --clock thread: the calling thread's CPU time (needs --threads 1)\n");
 }
 
 bool parse(int argc, char** argv, Options* o) {
@@ -501,7 +549,11 @@ bool parse(int argc, char** argv, Options* o) {
             else if (a == "--no-membw") o->membw = false;
             else if (a == "--membw-only") o->membw_only = true;
             else if (a == "--json") o->json = true;
-            else if (a == "-h" || a == "--help") return false;
+            else if (a == "--clock") {
+                const std::string c = value();
+                if (c != "wall" && c != "thread") return false;
+                o->thread_clock = c == "thread";
+            } else if (a == "-h" || a == "--help") return false;
             else {
                 std::fprintf(stderr, "kernel_bench: unknown option %s\n", a.c_str());
                 return false;
@@ -512,6 +564,10 @@ bool parse(int argc, char** argv, Options* o) {
         }
     }
     for (int t : o->threads) if (t < 1) return false;
+    if (o->thread_clock && (o->threads.size() != 1 || o->threads[0] != 1)) {
+        std::fprintf(stderr, "kernel_bench: --clock thread measures one thread: use --threads 1\n");
+        return false;
+    }
     for (int64_t t : o->tokens) if (t < 1) return false;
     return o->reps >= 1 && !o->threads.empty() && !o->tokens.empty();
 }
@@ -525,7 +581,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::vector<const KernelTable*> tables;
-    for (const char* isa : {"ref", "avx2", "neon", "dotprod"}) {
+    for (const char* const* name = isa_names(); *name != nullptr; ++name) {
+        const char* isa = *name;
         if (!o.isas.empty() && !contains(o.isas, isa)) continue;
         if (const KernelTable* kt = kernels_for(isa)) tables.push_back(kt);
     }
@@ -538,8 +595,9 @@ int main(int argc, char** argv) {
     if (o.membw || o.membw_only) bw = measure_bandwidth(o);
     if (o.json) {
         std::printf("{\n  \"tool\": \"kernel_bench\",\n  \"active_isa\": \"%s\",\n  \"isas\": \"%s\",\n"
-                    "  \"hardware_threads\": %d,\n  \"membw\": [",
-                    active_kernels().isa, isa_list, ThreadPool::hardware_threads());
+                    "  \"hardware_threads\": %d,\n  \"clock\": \"%s\",\n  \"membw\": [",
+                    active_kernels().isa, isa_list, ThreadPool::hardware_threads(),
+                    o.thread_clock ? "thread" : "wall");
         for (size_t i = 0; i < bw.size(); ++i)
             std::printf("%s{\"threads\": %d, \"read_gbps\": %.3f, \"read_gbps_max\": %.3f, "
                         "\"loads\": \"%s\"}",
@@ -547,8 +605,9 @@ int main(int argc, char** argv) {
                         g_membw_isa);
         std::printf("]");
     } else {
-        std::printf("kernel_bench: ISAs %s (active %s), %d hardware threads\n\n", isa_list,
-                    active_kernels().isa, ThreadPool::hardware_threads());
+        std::printf("kernel_bench: ISAs %s (active %s), %d hardware threads, %s clock\n\n", isa_list,
+                    active_kernels().isa, ThreadPool::hardware_threads(),
+                    o.thread_clock ? "thread CPU-time" : "wall");
         if (!bw.empty()) {
             std::printf("memory read bandwidth (%lld MiB buffer, sums of 64-bit words, %s loads)\n\n"
                         "| threads | read GB/s (median) | max |\n|---|---|---|\n",
@@ -567,6 +626,7 @@ int main(int argc, char** argv) {
                 if (contains(o.families, "quant")) bench_quant(o, *kt, s, &all);
                 if (contains(o.families, "mad")) bench_ternary(o, *kt, s, false, &all);
                 if (contains(o.families, "lut")) bench_ternary(o, *kt, s, true, &all);
+                if (contains(o.families, "t3")) bench_t3(o, *kt, s, &all);
                 if (contains(o.families, "b1")) bench_b1(o, *kt, s, &all);
                 if (contains(o.families, "q8")) bench_q8(o, *kt, s, &all);
             }

@@ -2,8 +2,8 @@
 
 Builds nothing: it runs the binaries of a cross build (``.ci/run`` makes one; docs/kernels.md,
 "ARM", says how) found in ``$BITNET_AARCH64_BUILD`` (default ``<repo>/build-aarch64``) with
-``qemu-aarch64-static -L /usr/aarch64-linux-gnu``, once on ``-cpu max`` (has dotprod) and once on
-``-cpu cortex-a53`` (armv8.0: NEON only). Without the binaries or qemu the tests skip, unless
+``qemu-aarch64-static -L /usr/aarch64-linux-gnu`` on ``-cpu max`` (dotprod and i8mm), ``-cpu
+cortex-a76`` (dotprod, no i8mm) and ``-cpu cortex-a53`` (armv8.0: NEON only). Without the binaries or qemu the tests skip, unless
 ``BITNET_REQUIRE_AARCH64=1`` (set by CI), where that is a failure.
 """
 
@@ -29,8 +29,13 @@ TEST_KERNELS = BUILD / "tests" / "cpp" / "test_kernels"
 TEST_DECODER = BUILD / "tests" / "cpp" / "test_decoder"
 BITNET_RUN = BUILD / "bitnet_run"
 
-# qemu CPU model -> the kernel tables it must get (cortex-a53 lacks SDOT: no dotprod table).
-CPUS = {"max": ("ref", "neon", "dotprod"), "cortex-a53": ("ref", "neon")}
+# qemu CPU model -> the kernel tables it must get (cortex-a76 lacks SMMLA: no i8mm table;
+# cortex-a53 lacks SDOT too: no dotprod table).
+CPUS = {
+    "max": ("ref", "neon", "dotprod", "i8mm"),
+    "cortex-a76": ("ref", "neon", "dotprod"),
+    "cortex-a53": ("ref", "neon"),
+}
 
 # (layout, weight type): TQ2_0 with per-tensor scales, the 1bitLLM layout (SentencePiece, an
 # I2_S fallback tensor), and the llama architecture from TQ1_0.
@@ -158,7 +163,13 @@ def test_bitnet_run_reports_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("cpu", "forced", "isa"),
-    [("max", "neon", "neon"), ("max", "ref", "ref"), ("cortex-a53", "dotprod", "neon")],
+    [
+        ("max", "neon", "neon"),
+        ("max", "dotprod", "dotprod"),
+        ("max", "ref", "ref"),
+        ("cortex-a53", "dotprod", "neon"),
+        ("cortex-a76", "i8mm", "dotprod"),
+    ],
 )
 def test_forced_isa_under_qemu(
     converted: Callable[..., Path], tmp_path: Path, cpu: str, forced: str, isa: str

@@ -131,3 +131,42 @@ def test_cpu_info_and_forced_isa():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ref"
+
+
+AVAILABLE = bitnet.cpu_info()["available_isas"]
+X86_LEVELS = [isa for isa in ("avx2", "avx512", "avx512vnni", "avx512vbmi") if isa in AVAILABLE]
+
+
+def _families(isa):
+    """The ternary families this level runs natively (t3 needs the avx512vbmi kernels)."""
+    return ["mad", "lut", "t3"] if isa == "avx512vbmi" else ["mad", "lut"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("isa", [isa for isa in AVAILABLE if isa != "ref"])
+def test_every_isa_level_matches_reference_decoder(reference, layout, isa):
+    path, ids, ref = reference(layout)
+    for kernel in _families(isa):
+        for output_type in ("f32", "q8_0"):
+            got = _logits(path, ids, isa=isa, kernel=kernel, output_type=output_type, n_threads=2)
+            hfx.assert_logits_close(got, ref)
+
+
+@pytest.mark.skipif(len(X86_LEVELS) < 2, reason="needs an AVX-512 CPU")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_avx512_levels_equal_avx2_bit_for_bit(reference, layout):
+    # The AVX-512 levels replace integer kernels only (exact sums, bit-identical quantization)
+    # and share avx2's float kernels: with the f32 output layer every level, and the 1.67-bit
+    # T3 layout, gives avx2's logits bit for bit.
+    path, ids, _ = reference(layout, "i2_s")
+    want = _logits(path, ids, isa="avx2", kernel="mad", output_type="f32", n_threads=2)
+    for isa in X86_LEVELS[1:]:
+        for kernel in _families(isa):
+            got = _logits(path, ids, isa=isa, kernel=kernel, output_type="f32", n_threads=2)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {kernel}")
+
+
+def test_t3_needs_the_vbmi_level(reference):
+    path, _, _ = reference("2b4t-bf16")
+    with pytest.raises(bitnet.UnsupportedError, match="avx512vbmi"):
+        bitnet.load(path, isa="ref", kernel="t3")

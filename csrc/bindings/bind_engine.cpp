@@ -111,14 +111,16 @@ void init_engine(py::module_& m) {
         .def_property_readonly("cache", [](BatchDecoder& d) { return d.cache_ptr(); })
         .def("step", [](BatchDecoder& d, const py::sequence& seqs) {
             std::vector<Int32Array> keep;
+            std::vector<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>> keep_masks;
             std::vector<SequenceStep> steps;
-            keep.reserve(2 * seqs.size());
+            keep.reserve(3 * seqs.size());
+            keep_masks.reserve(seqs.size());
             steps.reserve(seqs.size());
             for (size_t i = 0; i < seqs.size(); ++i) {
                 const std::string where = "sequence " + std::to_string(i);
                 py::object item = seqs[i];
-                if (!py::isinstance<py::tuple>(item) || py::len(item) != 4) {
-                    throw ShapeError(where + ": expected a tuple (block_table, n_past, tokens, logits)");
+                if (!py::isinstance<py::tuple>(item) || (py::len(item) != 4 && py::len(item) != 5)) {
+                    throw ShapeError(where + ": expected a tuple (block_table, n_past, tokens, logits[, topk])");
                 }
                 auto t = item.cast<py::tuple>();
                 SequenceStep s;
@@ -136,6 +138,31 @@ void init_engine(py::module_& m) {
                 BITNET_CHECK(mode >= 0 && mode <= 2, ShapeError, where,
                              ": logits must be 0 (none), 1 (last token) or 2 (every token), not ", mode);
                 s.logits = static_cast<LogitsMode>(mode);
+                if (py::len(t) == 5 && !t[4].is_none()) {
+                    // topk: k, or (k, forced token ids or None, allowed mask (n_vocab,) or None).
+                    py::object k = t[4];
+                    if (py::isinstance<py::tuple>(t[4])) {
+                        auto spec = t[4].cast<py::tuple>();
+                        if (py::len(spec) != 3) throw ShapeError(where + ": topk must be k or (k, forced, allowed)");
+                        k = spec[0];
+                        if (!spec[1].is_none()) {
+                            keep.push_back(int32_vector(spec[1], where + ": topk forced"));
+                            s.topk_forced = keep.back().data();
+                            s.n_topk_forced = keep.back().size();
+                        }
+                        if (!spec[2].is_none()) {
+                            auto allowed = spec[2].cast<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>>();
+                            const int64_t n_vocab = d.model().config().n_vocab;
+                            if (allowed.ndim() != 1 || allowed.shape(0) != n_vocab) {
+                                throw ShapeError(str_cat(where, ": topk allowed must have shape (", n_vocab, ",)"));
+                            }
+                            keep_masks.push_back(allowed);
+                            s.topk_allowed = keep_masks.back().data();
+                        }
+                    }
+                    if (!py::isinstance<py::int_>(k)) throw ShapeError(where + ": topk k must be an integer");
+                    s.topk = k.cast<int64_t>();
+                }
                 steps.push_back(s);
             }
             const int64_t n_vocab = d.model().config().n_vocab;
@@ -148,8 +175,10 @@ void init_engine(py::module_& m) {
             }
             return logits;
         }, py::arg("seqs"),
-           "seqs: list of (block_table, n_past, tokens, logits) with int32 1-D arrays; logits 0: "
-           "none, 1: the last token's row, 2: every token's row. Returns float32 (rows, n_vocab), "
+           "seqs: list of (block_table, n_past, tokens, logits[, topk]) with int32 1-D arrays; logits 0: "
+           "none, 1: the last token's row, 2: every token's row; topk (needs topk_prepass): k or (k, "
+           "forced ids, allowed mask): the rows hold the exact q8_0 values of the k largest allowed "
+           "and the forced tokens, -inf elsewhere. Returns float32 (rows, n_vocab), "
            "the requested rows in sequence order. Validates everything first (ShapeError naming "
            "the sequence); the cache is untouched on error.");
 }

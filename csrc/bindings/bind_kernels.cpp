@@ -31,8 +31,8 @@ void init_kernels(py::module_& m) {
         d["features"] = f.summary();
         d["isa"] = std::string(kernels::active_kernels().isa);
         py::list available;
-        for (const char* isa : {"ref", "avx2", "neon", "dotprod"}) {
-            if (kernels::kernels_for(isa) != nullptr) available.append(isa);
+        for (const char* const* isa = kernels::isa_names(); *isa != nullptr; ++isa) {
+            if (kernels::kernels_for(*isa) != nullptr) available.append(*isa);
         }
         d["available_isas"] = available;
         d["hardware_threads"] = ThreadPool::hardware_threads();

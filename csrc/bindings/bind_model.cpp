@@ -42,10 +42,11 @@ void init_model(py::module_& m) {
     py::class_<Model, std::shared_ptr<Model>>(m, "Model",
         "Weights of a model loaded from a GGUF file. Immutable and shareable between sessions.")
         .def(py::init([](const std::string& path, const std::string& output_type,
-                         const std::string& isa, const std::string& kernel) {
+                         const std::string& isa, const std::string& kernel, bool topk_prepass) {
                  LoadOptions options;
                  options.isa = isa;
                  options.kernel = kernel;
+                 options.topk_prepass = topk_prepass;
                  if (output_type == "auto") {
                      options.output = OutputType::kAuto;
                  } else if (output_type == "q8_0") {
@@ -59,7 +60,8 @@ void init_model(py::module_& m) {
                  return std::const_pointer_cast<Model>(Model::load(path, options));
              }),
              py::arg("path"), py::arg("output_type") = "auto", py::arg("isa") = "",
-             py::arg("kernel") = "", py::call_guard<py::gil_scoped_release>())
+             py::arg("kernel") = "", py::arg("topk_prepass") = false,
+             py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("output_type", [](const Model& mdl) {
             return mdl.output_type() == OutputType::kQ8 ? "q8_0" : "f32";
         })
@@ -83,7 +85,9 @@ void init_model(py::module_& m) {
                     d["binary"] = w->binary;
                     d["source_type"] = type_name(w->source_type);
                     d["kernel"] = w->binary ? "binary"
-                                  : w->kernel == kernels::TernaryKernel::kLut ? "lut" : "mad";
+                                  : w->kernel == kernels::TernaryKernel::kLut ? "lut"
+                                  : w->kernel == kernels::TernaryKernel::kT3  ? "t3"
+                                                                              : "mad";
                     out.append(d);
                 }
             }

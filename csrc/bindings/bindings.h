@@ -11,5 +11,6 @@ void init_model(pybind11::module_& m);
 void init_engine(pybind11::module_& m);
 void init_kernels(pybind11::module_& m);
 void init_sampler(pybind11::module_& m);
+void init_output(pybind11::module_& m);
 
 }  // namespace bitnet::bindings

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
     bitnet::bindings::init_model(m);
     bitnet::bindings::init_engine(m);
     bitnet::bindings::init_sampler(m);
+    bitnet::bindings::init_output(m);
 }

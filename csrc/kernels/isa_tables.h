@@ -10,6 +10,15 @@ namespace bitnet::kernels {
 namespace avx2 {
 void register_kernels(KernelTable& table);  // x86/kernels_avx2.cpp, ops_avx2.cpp
 }
+namespace avx512 {
+void register_kernels(KernelTable& table);  // x86/kernels_avx512.cpp
+}
+namespace avx512vnni {
+void register_kernels(KernelTable& table);  // x86/kernels_avx512vnni.cpp
+}
+namespace avx512vbmi {
+void register_kernels(KernelTable& table);  // x86/kernels_avx512vbmi.cpp
+}
 #endif
 
 #if defined(__aarch64__)
@@ -18,6 +27,9 @@ void register_kernels(KernelTable& table);  // arm/kernels_neon.cpp
 }
 namespace dotprod {
 void register_kernels(KernelTable& table);  // arm/kernels_dotprod.cpp
+}
+namespace i8mm {
+void register_kernels(KernelTable& table);  // arm/kernels_i8mm.cpp
 }
 #endif
 

@@ -33,6 +33,20 @@
 //     q = round(x*s) (absmax: s = 127 / max|x|) and the int32 sum of the K int8 values.
 //   Activations (Q8 output layer): per token, n_cols int8 values in [-127, 127] and one float
 //     scale per block of 32 (x ~= d * q), like ggml's Q8_0.
+//   T3 (ternary, 1.67 bits per weight; the AVX-512 VBMI kernels): three weights of a row form one
+//     index idx = 9 * (w0 + 1) + 3 * (w1 + 1) + (w2 + 1) in 0 .. 26 (27 combinations, 5 bits).
+//     Rows are grouped in tiles of 32 (the last padded with zero weights) and columns in steps of
+//     12 (K3 = ceil(K/12)*12, padding columns hold zero weights): the 4 groups of a step are
+//     columns 12s + 3m .. 12s + 3m + 2 (m = 0..3). A tile is K3/12 steps of 80 bytes:
+//         bytes 0..63:  byte 4i + m = (idx(row i, group m) & 15) | (idx(row 16+i, group m) & 15) << 4
+//         bytes 64..71: bit 4i + m of the little-endian uint64 = idx(row i, group m) >> 4
+//         bytes 72..79: bit 4i + m = idx(row 16+i, group m) >> 4
+//     (rows relative to the tile, i = 0..15). 640 bits per 384 weights.
+//   Q4H (the 4-bit pre-pass of the exact-top-k output layer, model/output_topk.h): the high
+//     nibbles of a Q8 matrix, hi = (q + 128) >> 4 in 0..15, standing for q^ = 16 hi - 120 (the
+//     middle of the 16 values q can take). Per row, 16 bytes per block of 32 columns:
+//         byte j of block b = hi[32b + j] | hi[32b + 16 + j] << 4      (j = 0..15)
+//     and one fp16 scale per block (the block's Q8 scale rounded to fp16). 4.5 bits per weight.
 #pragma once
 
 #include <cstdint>
@@ -46,11 +60,20 @@ constexpr int64_t kL2TileRows = 32;     // rows per L2 tile
 constexpr int64_t kL2ChunkBytes = 32;   // bytes per L2 chunk (4 columns of 32 rows)
 constexpr int64_t kLutPairBytes = 32;   // bytes of LUT table per column pair
 constexpr int64_t kQ8Block = 32;        // values per Q8 block
+constexpr int64_t kT3TileRows = 32;     // rows per T3 tile
+constexpr int64_t kT3StepCols = 12;     // columns per T3 step (4 groups of 3)
+constexpr int64_t kT3StepBytes = 80;    // bytes per T3 step of one tile
 
 // Rounds K up to the padded row length used by the T2, L2 and B1 layouts.
 constexpr int64_t padded_k(int64_t k) { return (k + kT2Block - 1) / kT2Block * kT2Block; }
 // Bytes of LUT tables for one token of K_pad activations.
 constexpr int64_t lut_bytes(int64_t k_pad) { return k_pad / 2 * kLutPairBytes; }
+// Rounds K up to the padded row length of the T3 layout.
+constexpr int64_t padded_k3(int64_t k) { return (k + kT3StepCols - 1) / kT3StepCols * kT3StepCols; }
+// Bytes of a T3 matrix of n_rows x k.
+constexpr int64_t t3_bytes(int64_t n_rows, int64_t k) {
+    return (n_rows + kT3TileRows - 1) / kT3TileRows * (padded_k3(k) / kT3StepCols) * kT3StepBytes;
+}
 
 // A ternary matrix in the canonical T2 layout: n_rows rows of k_pad/4 bytes each.
 struct T2Matrix {
@@ -82,6 +105,22 @@ struct Q8Matrix {
     const float* d = nullptr;   // (n_rows, n_cols / 32)
     int64_t n_rows = 0;
     int64_t n_cols = 0;         // a multiple of 32
+};
+
+// A ternary matrix in the T3 layout: ceil(n_rows/32) tiles of (k3 / 12) * 80 bytes each.
+struct T3Matrix {
+    const uint8_t* data = nullptr;  // (n_tiles, k3 / 12, 80)
+    int64_t n_rows = 0;
+    int64_t k = 0;
+    int64_t k3 = 0;                 // padded_k3(k)
+};
+
+// The Q4H pre-pass matrix of an output layer.
+struct Q4HMatrix {
+    const uint8_t* hi = nullptr;   // (n_rows, n_cols / 2)
+    const uint16_t* d = nullptr;   // (n_rows, n_cols / 32) fp16 bits
+    int64_t n_rows = 0;
+    int64_t n_cols = 0;            // a multiple of 32
 };
 
 // Quantized BitLinear activations of n_tokens tokens.
@@ -142,6 +181,18 @@ using QuantizeQ8Fn = void (*)(const float* x, int64_t n, int8_t* q, float* d);
 // (SIMD twins may reassociate the float sum: the bound is float rounding, not exactness).
 using GemmQ8Fn = void (*)(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,
                           float* out, int64_t out_stride);
+
+// T3: the same sums as GemmT2Fn from a T3 matrix and int8 activations (x.stride >= k; the kernels
+// read x.q only below k). row_begin is a multiple of 32; row_end is a multiple of 32 or w.n_rows.
+// Exact int32.
+using GemmT3Fn = void (*)(const T3Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,
+                          int32_t* out, int64_t out_stride);
+
+// Q4H pre-pass: out[t * out_stride + (r - row_begin)] = sum over blocks b of
+// (fp16_to_float(w.d[r,b]) * x.d[t,b]) * I(b),  I(b) = sum_j (16 hi_j - 120) * x.q[t][j] exact int32;
+// blocks summed in order in float32 (SIMD twins reassociate the sum over blocks only).
+using GemmQ4HFn = void (*)(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,
+                           float* out, int64_t out_stride);
 
 // ---- float kernels (attention, norms) ---------------------------------------------------------
 
@@ -262,6 +313,10 @@ struct KernelTable {
     AttnAccumF32Fn attn_accum_f32 = nullptr;
     AttnAccumF16Fn attn_accum_f16 = nullptr;
     AttnAccumQ8Fn attn_accum_q8 = nullptr;
+    // -- kernels round two (issue 14) --
+    GemmT3Fn gemm_t3 = nullptr;
+    GemmQ4HFn gemm_q4h = nullptr;
+    bool native_t3 = false;  // gemm_t3 is this level's own SIMD kernel, not the reference loop
 };
 
 // Declares every kernel of one ISA namespace (ref, avx2, neon, dotprod) with the signatures
@@ -287,7 +342,11 @@ struct KernelTable {
     void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* out);         \
     void softmax(float* x, int64_t n);                                                            \
     void to_f16(const float* x, uint16_t* out, int64_t n);                                        \
-    void from_f16(const uint16_t* x, float* out, int64_t n)
+    void from_f16(const uint16_t* x, float* out, int64_t n);                                      \
+    void gemm_t3(const T3Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end,          \
+                 int32_t* out, int64_t out_stride);                                               \
+    void gemm_q4h(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end,        \
+                  float* out, int64_t out_stride)
 
 namespace ref {
 // Scalar reference kernels: the executable specification and the test oracle.
@@ -298,8 +357,13 @@ BITNET_DECLARE_ATTENTION_KERNELS();
 // ---- dispatch (dispatch.cpp) ------------------------------------------------------------------
 
 // The kernel table for this process: the best ISA this CPU and OS support, lowered by the
-// environment variable BITNET_ISA=ref|avx2|neon|dotprod. Detected once, thread-safe.
+// environment variable BITNET_ISA (one of isa_names()). Detected once, thread-safe.
 const KernelTable& active_kernels();
+
+// The names of every level this build knows for its architecture, lowest first, whether this CPU
+// has them or not: ref, avx2, avx512, avx512vnni, avx512vbmi (x86-64) or ref, neon, dotprod, i8mm
+// (AArch64). Null-terminated.
+const char* const* isa_names();
 
 // The reference table (always available; tests compare every other table against it).
 const KernelTable& reference_kernels();
@@ -307,12 +371,14 @@ const KernelTable& reference_kernels();
 // The table of a named ISA, or nullptr when this build or CPU lacks it.
 const KernelTable* kernels_for(const char* isa);
 
-// Which matrix-product family to use for a ternary matrix.
-enum class TernaryKernel { kMad, kLut };
+// Which matrix-product family (and layout) to use for a ternary matrix: MAD on T2, LUT on L2,
+// or the 1.67-bit T3 layout.
+enum class TernaryKernel { kMad, kLut, kT3 };
 
 // The family for a matrix of n_rows x k on this table, for n_tokens tokens at a time with
-// n_threads threads: BITNET_KERNEL=mad|lut forces one, otherwise a heuristic measured with
-// bench/kernel_bench (docs/benchmarks.md) picks the faster.
+// n_threads threads: BITNET_KERNEL=mad|lut|t3 forces one (t3 only where the table has a native
+// T3 kernel), otherwise a heuristic measured with bench/kernel_bench (docs/benchmarks.md) picks the
+// faster.
 TernaryKernel choose_ternary_kernel(const KernelTable& kt, int64_t n_rows, int64_t k,
                                     int64_t n_tokens, int n_threads);
 
@@ -320,5 +386,18 @@ TernaryKernel choose_ternary_kernel(const KernelTable& kt, int64_t n_rows, int64
 
 // Repacks a T2 matrix into the L2 layout: dst holds ceil(n_rows/32) * 8 * k_pad bytes.
 void pack_l2_from_t2(const T2Matrix& src, uint8_t* dst);
+
+// Repacks a T2 matrix into the T3 layout: dst holds t3_bytes(n_rows, k) bytes.
+void pack_t3_from_t2(const T2Matrix& src, uint8_t* dst);
+
+// The Q4H high nibbles of rows [row_begin, row_end) of a Q8 matrix: hi (rows, n_cols / 2).
+void pack_q4h_from_q8(const Q8Matrix& src, int64_t row_begin, int64_t row_end, uint8_t* hi);
+
+// ---- scratch memory for kernels (dispatch.cpp, baseline code) ---------------------------------
+
+// A 64-byte aligned buffer of at least `bytes` bytes owned by the calling thread, for kernels that
+// rearrange their activations; valid until the same thread calls it again. Grows, never shrinks.
+// Throws std::bad_alloc when memory runs out (the only exception a kernel can raise).
+uint8_t* kernel_scratch(int64_t bytes);
 
 }  // namespace bitnet::kernels

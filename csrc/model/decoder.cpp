@@ -121,6 +121,13 @@ int64_t BatchDecoder::validate_locked(const std::vector<SequenceStep>& seqs) {
         const int logits = static_cast<int>(s.logits);
         BITNET_CHECK(logits >= 0 && logits <= 2, ShapeError, "sequence ", i, ": logits must be 0 "
                      "(none), 1 (last token) or 2 (every token), not ", logits);
+        BITNET_CHECK(s.topk >= 0, ShapeError, "sequence ", i, ": topk must be >= 0, not ", s.topk);
+        BITNET_CHECK(s.topk == 0 || !model_->output_topk().empty(), UnsupportedError, "sequence ", i,
+                     ": topk needs a model loaded with the exact-top-k pre-pass (topk_prepass)");
+        for (int64_t j = 0; j < s.n_topk_forced; ++j) {
+            BITNET_CHECK(s.topk_forced[j] >= 0 && s.topk_forced[j] < c.n_vocab, ShapeError, "sequence ", i,
+                         ": forced token id ", s.topk_forced[j], " is out of range [0, ", c.n_vocab, ")");
+        }
         const int64_t end = s.n_past + s.n_tokens;
         const int64_t used = (end + bt - 1) / bt;
         BITNET_CHECK(s.n_table >= used && s.block_table != nullptr, ShapeError, "sequence ", i,
@@ -197,7 +204,9 @@ void BatchDecoder::step(const std::vector<SequenceStep>& seqs, float* logits) {
     positions_.clear();
     queries_.clear();
     logit_rows_.clear();
+    logit_topk_.clear();
     for (const SequenceStep& s : seqs) {
+        const TopKRequest topk{s.topk, s.topk_forced, s.n_topk_forced, s.topk_allowed};
         const auto first = static_cast<int64_t>(tokens_.size());
         for (int64_t i = 0; i < s.n_tokens; ++i) {
             tokens_.push_back(s.tokens[i]);
@@ -209,6 +218,7 @@ void BatchDecoder::step(const std::vector<SequenceStep>& seqs, float* logits) {
         if (s.logits == LogitsMode::kAll) {
             for (int64_t t = first; t < end; ++t) logit_rows_.push_back(t);
         }
+        logit_topk_.resize(logit_rows_.size(), topk);
     }
     attention_.plan(queries_);
     forward(logits);
@@ -367,7 +377,10 @@ void BatchDecoder::ffn_layer(int64_t il, int64_t n) {
 // ---- building blocks --------------------------------------------------------------------------
 
 int64_t BatchDecoder::granule(const PackedLinear& w, int64_t multiple_of) const {
-    const int64_t base = w.kernel == kernels::TernaryKernel::kLut && !w.binary ? kernels::kL2TileRows : 8;
+    const int64_t base = w.binary                                   ? 8
+                         : w.kernel == kernels::TernaryKernel::kLut ? kernels::kL2TileRows
+                         : w.kernel == kernels::TernaryKernel::kT3  ? kernels::kT3TileRows
+                                                                    : 8;
     return std::lcm(base, std::max<int64_t>(multiple_of, 1));
 }
 
@@ -417,6 +430,8 @@ void BatchDecoder::linear_rows(const PackedLinear& w, int64_t n_tokens, int64_t 
     } else if (w.kernel == kernels::TernaryKernel::kLut) {
         const kernels::LutTables tables{lut_.data(), n_tokens, kernels::lut_bytes(act_stride_)};
         kt.gemm_l2(w.l2(), tables, row_begin, row_end, acc + row_begin, w.n_out);
+    } else if (w.kernel == kernels::TernaryKernel::kT3) {
+        kt.gemm_t3(w.t3(), acts_, row_begin, row_end, acc + row_begin, w.n_out);
     } else {
         kt.gemm_t2(w.t2(), acts_, row_begin, row_end, acc + row_begin, w.n_out);
     }
@@ -425,17 +440,57 @@ void BatchDecoder::linear_rows(const PackedLinear& w, int64_t n_tokens, int64_t 
 // logits (rows, n_vocab) = output_norm(x[row]) . output^T for the requested rows, in order.
 void BatchDecoder::output_logits(float* logits) {
     const ModelConfig& c = model_->config();
+    const auto n_out = static_cast<int64_t>(logit_rows_.size());
+    bool any_topk = false;
+    for (const TopKRequest& r : logit_topk_) any_topk = any_topk || r.k > 0;
+    if (!any_topk) {
+        full_logits(0, n_out, logits);
+        return;
+    }
+    // Mixed: rows are grouped by mode (full rows first, then top-k rows) into scratch, the
+    // results copied back in order. Every row's values depend only on its own activations.
+    std::vector<int64_t> order;
+    for (int64_t i = 0; i < n_out; ++i) if (logit_topk_[static_cast<size_t>(i)].k == 0) order.push_back(i);
+    const auto n_full = static_cast<int64_t>(order.size());
+    for (int64_t i = 0; i < n_out; ++i) if (logit_topk_[static_cast<size_t>(i)].k > 0) order.push_back(i);
+    std::vector<int64_t> rows(logit_rows_);
+    std::vector<TopKRequest> reqs;
+    for (size_t j = 0; j < order.size(); ++j) {
+        logit_rows_[j] = rows[static_cast<size_t>(order[j])];
+        if (static_cast<int64_t>(j) >= n_full) reqs.push_back(logit_topk_[static_cast<size_t>(order[j])]);
+    }
+    std::vector<float> scratch(static_cast<size_t>(n_out * c.n_vocab));
+    full_logits(0, n_out, scratch.data(), n_full);
+    const int64_t n_blocks = c.n_embd / kernels::kQ8Block;
+    const kernels::ActsQ8 xq{out_q_.data() + n_full * c.n_embd, out_d_.data() + n_full * n_blocks,
+                             n_out - n_full, c.n_embd};
+    topk_logits(model_->weights().output_q8, model_->output_topk(), model_->kernels(), pool_, xq,
+                reqs.data(), scratch.data() + n_full * c.n_vocab, nullptr);
+    for (size_t j = 0; j < order.size(); ++j) {
+        std::copy(scratch.begin() + static_cast<int64_t>(j) * c.n_vocab,
+                  scratch.begin() + static_cast<int64_t>(j + 1) * c.n_vocab,
+                  logits + order[j] * c.n_vocab);
+    }
+    logit_rows_ = rows;
+}
+
+// Normalizes (and for the Q8 layer quantizes) logit rows [first, first + n) of logit_rows_ into
+// out_q_/xn_ row i, and computes the full output layer for the first n_compute of them into
+// logits (n_compute, n_vocab).
+void BatchDecoder::full_logits(int64_t first, int64_t n, float* logits, int64_t n_compute) {
+    const ModelConfig& c = model_->config();
     const ModelWeights& w = model_->weights();
     const kernels::KernelTable& kt = model_->kernels();
     const bool q8 = model_->output_type() == OutputType::kQ8;
     const int64_t n_blocks = c.n_embd / kernels::kQ8Block;
-    const auto n_out = static_cast<int64_t>(logit_rows_.size());
-    for (int64_t i = 0; i < n_out; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
         float* xn = xn_.data() + i * c.n_embd;
-        kt.rms_norm(x_.data() + logit_rows_[static_cast<size_t>(i)] * c.n_embd, w.output_norm.data(),
-                    c.n_embd, c.rms_eps, xn);
+        kt.rms_norm(x_.data() + logit_rows_[static_cast<size_t>(first + i)] * c.n_embd,
+                    w.output_norm.data(), c.n_embd, c.rms_eps, xn);
         if (q8) kt.quantize_q8(xn, c.n_embd, out_q_.data() + i * c.n_embd, out_d_.data() + i * n_blocks);
     }
+    const int64_t n_out = n_compute < 0 ? n : n_compute;
+    if (n_out == 0) return;
     const GgufTensor& tensor = *w.output.tensor;
     const bool f16 = tensor.type == static_cast<uint32_t>(TensorType::F16);
     pool_.run([&](int ith, int nth) {

@@ -52,6 +52,13 @@ struct SequenceStep {
     const int32_t* tokens = nullptr;       // (n_tokens) at positions n_past, n_past + 1, ...
     int64_t n_tokens = 0;
     LogitsMode logits = LogitsMode::kNone;
+    // Exact-top-k output (model/output_topk.h; needs Model::output_topk()): when topk > 0, this
+    // sequence's logits rows hold the Q8 path's values for (at least) its topk largest eligible
+    // tokens and the forced ones, bit for bit, and -inf elsewhere. 0: the full output layer.
+    int64_t topk = 0;
+    const int32_t* topk_forced = nullptr;  // (n_topk_forced) tokens always computed exactly
+    int64_t n_topk_forced = 0;
+    const uint8_t* topk_allowed = nullptr;  // (n_vocab) nonzero: may be chosen; null: all
 };
 
 // Most positions a sequence may reach (RoPE angles are exact float products below 2^24).
@@ -92,6 +99,7 @@ class BatchDecoder {
     void attention_layer(int64_t layer, int64_t n);
     void ffn_layer(int64_t layer, int64_t n);
     void output_logits(float* logits);
+    void full_logits(int64_t first, int64_t n, float* logits, int64_t n_compute = -1);
 
     std::shared_ptr<const Model> model_;
     std::shared_ptr<KvCache> cache_;
@@ -105,6 +113,7 @@ class BatchDecoder {
     std::vector<int32_t> positions_;     // (n)
     std::vector<AttnQuery> queries_;     // (n) block table and position of each token
     std::vector<int64_t> logit_rows_;    // tokens whose logits are returned, in order
+    std::vector<TopKRequest> logit_topk_;  // (logit rows) k = 0: full output layer
     std::vector<int32_t> block_writer_;  // (n_blocks) validation marks: sequence writing a block
     std::vector<int32_t> block_first_;   // (n_blocks) first row it writes; -1: not written
     std::vector<int32_t> block_seen_;    // (n_blocks) last sequence whose table lists a block

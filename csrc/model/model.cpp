@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <utility>
+#include <vector>
 #include <numeric>
 
 #include "core/error.h"
@@ -64,21 +67,47 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
                      "' are not available on this CPU (it has: ",
                      kernels::active_kernels().isa, " and below)");
     }
-    BITNET_CHECK(options.kernel.empty() || options.kernel == "mad" || options.kernel == "lut",
-                 ShapeError, "kernel must be 'mad' or 'lut', not '", options.kernel, "'");
+    BITNET_CHECK(options.kernel.empty() || options.kernel == "mad" || options.kernel == "lut" ||
+                     options.kernel == "t3",
+                 ShapeError, "kernel must be 'mad', 'lut' or 't3', not '", options.kernel, "'");
+    BITNET_CHECK(options.kernel != "t3" || m->kernels_->native_t3, UnsupportedError,
+                 "kernel 't3' (1.67 bits per weight) needs the avx512vbmi kernels; this process "
+                 "uses '", m->kernels_->isa, "'");
     const ModelConfig& c = m->config_;
     const int n_threads = resolve_threads(options.n_threads);
 
-    // Each ternary matrix moves into the layout of the kernel family chosen for its shape.
+    // Each ternary matrix moves into the layout of the kernel family chosen for its shape;
+    // matrices are repacked in parallel (one per thread at a time).
+    std::vector<std::pair<PackedLinear*, kernels::TernaryKernel>> moves;
     for (LayerWeights& l : m->weights_.layers) {
         for (PackedLinear* w : l.linears()) {
             if (w->binary) continue;
             auto k = kernels::choose_ternary_kernel(*m->kernels_, w->n_out, w->n_in, 1, n_threads);
             if (!options.kernel.empty()) {
-                k = options.kernel == "lut" ? kernels::TernaryKernel::kLut : kernels::TernaryKernel::kMad;
+                k = options.kernel == "lut"  ? kernels::TernaryKernel::kLut
+                    : options.kernel == "t3" ? kernels::TernaryKernel::kT3
+                                             : kernels::TernaryKernel::kMad;
             }
-            w->use_kernel(k);
+            moves.emplace_back(w, k);
             m->has_lut_ = m->has_lut_ || k == kernels::TernaryKernel::kLut;
+        }
+    }
+    {
+        // The pool does not carry exceptions (an allocation failure here): each thread keeps its
+        // own, rethrown on this thread.
+        ThreadPool pool(n_threads);
+        std::vector<std::exception_ptr> errors(static_cast<size_t>(pool.n_threads()));
+        pool.run([&](int ith, int nth) {
+            try {
+                for (size_t i = static_cast<size_t>(ith); i < moves.size(); i += static_cast<size_t>(nth)) {
+                    moves[i].first->use_kernel(moves[i].second);
+                }
+            } catch (...) {
+                errors[static_cast<size_t>(ith)] = std::current_exception();
+            }
+        });
+        for (const std::exception_ptr& e : errors) {
+            if (e) std::rethrow_exception(e);
         }
     }
 
@@ -94,7 +123,12 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
         ThreadPool pool(n_threads);
         // Only the int8 copy is read from now on; embedding rows fault back in as looked up.
         m->weights_.output_q8 = make_q8_output(*m->file_, m->weights_.output, *m->kernels_, pool);
+        if (options.topk_prepass) {
+            m->output_topk_ = TopKOutput::build(m->weights_.output_q8, *m->kernels_, pool);
+        }
     }
+    BITNET_CHECK(!options.topk_prepass || out == OutputType::kQ8, UnsupportedError, path,
+                 ": the exact-top-k pre-pass needs the q8_0 output layer");
     return m;
 }
 

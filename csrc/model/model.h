@@ -22,6 +22,7 @@
 #include "format/gguf.h"
 #include "kernels/kernels.h"
 #include "model/config.h"
+#include "model/output_topk.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "runtime/thread_pool.h"
@@ -39,7 +40,10 @@ struct LoadOptions {
     OutputType output = OutputType::kAuto;
     int n_threads = 0;    // threads for load-time repacking (0: all hardware threads)
     std::string isa;      // kernel table to use ("": the process's, see BITNET_ISA)
-    std::string kernel;   // ternary family, "mad" or "lut" ("": BITNET_KERNEL or measured choice)
+    std::string kernel;   // ternary family, "mad", "lut" or "t3" ("": BITNET_KERNEL or measured choice)
+    // Also build the 4-bit pre-pass of the Q8 output layer for exact-top-k requests
+    // (model/output_topk.h). Needs the Q8 output layer.
+    bool topk_prepass = false;
 };
 
 class Model {
@@ -60,6 +64,9 @@ class Model {
     // computed, one embedding row (for bandwidth figures).
     int64_t bytes_per_token() const;
 
+    // The exact-top-k pre-pass of the output layer (empty unless LoadOptions::topk_prepass).
+    const TopKOutput& output_topk() const { return output_topk_; }
+
  private:
     Model() = default;
     std::unique_ptr<GgufFile> file_;
@@ -68,6 +75,7 @@ class Model {
     const kernels::KernelTable* kernels_ = nullptr;
     OutputType output_type_ = OutputType::kF32;
     bool has_lut_ = false;
+    TopKOutput output_topk_;
 };
 
 struct SessionOptions {

@@ -282,6 +282,17 @@ int PackedLinear::code(int64_t r, int64_t j) const {
         const int idx = (byte >> (4 * ((j % 4) / 2))) & 0x0f;
         return (j % 2 == 0 ? idx / 3 : idx % 3) - 1;
     }
+    if (kernel == kernels::TernaryKernel::kT3) {
+        const int64_t n_steps = kernels::padded_k3(n_in) / kernels::kT3StepCols;
+        const uint8_t* step = packed.data() +
+            ((r / kernels::kT3TileRows) * n_steps + j / kernels::kT3StepCols) * kernels::kT3StepBytes;
+        const bool upper = r % kernels::kT3TileRows >= 16;
+        const int64_t lane = 4 * (r % 16) + (j % kernels::kT3StepCols) / 3;
+        const int nibble = upper ? step[lane] >> 4 : step[lane] & 15;
+        const int idx = nibble | ((step[64 + (upper ? 8 : 0) + lane / 8] >> (lane % 8)) & 1) << 4;
+        const int c = static_cast<int>(j % 3);
+        return (c == 0 ? idx / 9 : c == 1 ? idx / 3 % 3 : idx % 3) - 1;
+    }
     const uint8_t* row = packed.data() + r * (k_pad / 4);
     const int64_t within = j % kT2Block;
     const uint8_t byte = row[(j / kT2Block) * kT2BlockBytes + within % 32];
@@ -290,6 +301,12 @@ int PackedLinear::code(int64_t r, int64_t j) const {
 
 void PackedLinear::use_kernel(kernels::TernaryKernel k) {
     if (binary || k == kernel) return;
+    if (k == kernels::TernaryKernel::kT3 && kernel == kernels::TernaryKernel::kMad) {
+        AlignedBuffer<uint8_t> t3(static_cast<size_t>(kernels::t3_bytes(n_out, n_in)), true);
+        kernels::pack_t3_from_t2(t2(), t3.data());
+        packed = std::move(t3);
+        kernel = k;
+    }
     if (k == kernels::TernaryKernel::kLut) {
         const int64_t n_tiles = (n_out + kernels::kL2TileRows - 1) / kernels::kL2TileRows;
         AlignedBuffer<uint8_t> l2(static_cast<size_t>(n_tiles * 8 * k_pad), true);

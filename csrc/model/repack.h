@@ -28,20 +28,21 @@ struct PackedLinear {
     bool binary = false;              // B1 layout instead of T2 / L2
     uint32_t source_type = 0;         // TensorType id in the file
     // Ternary matrices are kept in the layout of the kernel family chosen for them at load:
-    // T2 for the MAD kernels (packed), L2 for the LUT kernels (packed holds L2 bytes then).
+    // T2 for the MAD kernels (packed), L2 for the LUT kernels, T3 for the 1.67-bit kernels.
     kernels::TernaryKernel kernel = kernels::TernaryKernel::kMad;
     AlignedBuffer<uint8_t> packed;    // T2: (n_out, k_pad/4); L2: (ceil(n_out/32), k_pad/4, 32);
-                                      // B1: (n_out, k_pad/8)
+                                      // T3: (ceil(n_out/32), k3/12, 80); B1: (n_out, k_pad/8)
     std::vector<float> row_scale;     // (n_out) multiplier of the integer codes
 
     kernels::T2Matrix t2() const { return {packed.data(), n_out, n_in, k_pad}; }
     kernels::L2Matrix l2() const { return {packed.data(), n_out, n_in, k_pad}; }
     kernels::B1Matrix b1() const { return {packed.data(), n_out, n_in, k_pad}; }
+    kernels::T3Matrix t3() const { return {packed.data(), n_out, n_in, kernels::padded_k3(n_in)}; }
 
     // The integer code (-1, 0, +1) of row r, column j, whatever the layout. For tests and tools.
     int code(int64_t r, int64_t j) const;
 
-    // Repacks a ternary T2 matrix into the layout of family k (a no-op for kMad).
+    // Repacks a ternary T2 matrix into the layout of family k (a no-op for kMad; only from T2).
     void use_kernel(kernels::TernaryKernel k);
 };
 

@@ -37,7 +37,8 @@ def cpu_info() -> dict[str, object]:
 
     Returns:
         A dict with ``brand`` (the CPU's name), ``features`` (e.g. ``"x86_64 avx2 fma f16c"``),
-        ``isa`` (the kernels in use: ``ref``, ``avx2``, ``neon`` or ``dotprod``; lowered with the
+        ``isa`` (the kernels in use: ``ref``, ``avx2``, ``avx512``, ``avx512vnni``, ``avx512vbmi``,
+        ``neon``, ``dotprod`` or ``i8mm``; lowered with the
         environment variable ``BITNET_ISA``), ``available_isas`` and ``hardware_threads``.
 
     Example:

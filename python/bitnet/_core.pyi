@@ -32,7 +32,12 @@ class GgufFile:
 
 class Model:
     def __init__(
-        self, path: str, output_type: str = "auto", isa: str = "", kernel: str = ""
+        self,
+        path: str,
+        output_type: str = "auto",
+        isa: str = "",
+        kernel: str = "",
+        topk_prepass: bool = False,
     ) -> None: ...
     @property
     def output_type(self) -> str: ...
@@ -109,7 +114,17 @@ class BatchDecoder:
     @property
     def cache(self) -> KvCache: ...
     def step(
-        self, seqs: Sequence[tuple[npt.ArrayLike, int, npt.ArrayLike, int]]
+        self,
+        seqs: Sequence[
+            tuple[npt.ArrayLike, int, npt.ArrayLike, int]
+            | tuple[
+                npt.ArrayLike,
+                int,
+                npt.ArrayLike,
+                int,
+                int | tuple[int, npt.ArrayLike | None, npt.ArrayLike | None] | None,
+            ]
+        ],
     ) -> npt.NDArray[np.float32]: ...
 
 class Sampler:
@@ -162,3 +177,12 @@ def quantize_i8(
     x: npt.ArrayLike,
 ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 def absmean_ternarize(w: npt.ArrayLike) -> tuple[npt.NDArray[np.int8], float]: ...
+def output_logits(
+    model: Model,
+    x: npt.ArrayLike,
+    k: int = 0,
+    forced: npt.ArrayLike | None = None,
+    allowed: npt.ArrayLike | None = None,
+    n_threads: int = 0,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def output_topk_info(model: Model) -> dict[str, Any]: ...

@@ -280,7 +280,7 @@ def run_bench(
         membw: Read bandwidth to compare tg against: None (skip), "auto" (measure now, per
             thread count, with :func:`measure_read_bandwidth`) or a number in GB/s.
         isa: Kernel ISA to force (``bitnet.load``'s isa=), None for the best.
-        kernel: Ternary kernel family to force, ``"mad"`` or ``"lut"``; None for the default.
+        kernel: Ternary kernel family to force, ``"mad"``, ``"lut"`` or ``"t3"``; None for the default.
         output_type: Output layer (``"auto"``, ``"q8_0"``, ``"f32"``); None for the default.
         depths: Context depths: tokens in the cache before each pp/tg test (``-d``).
         parallel: Sequence counts for batched tests (``--parallel``); when given, these run

@@ -438,10 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="read bandwidth to compare tg with: 'auto' measures it, or a number in GB/s",
     )
     b.add_argument(
-        "--isa", default=None, help="force a lower kernel ISA (ref, avx2, neon, dotprod)"
+        "--isa",
+        default=None,
+        help="force a lower kernel ISA (ref, avx2, avx512, avx512vnni, avx512vbmi, neon, dotprod)",
     )
     b.add_argument(
-        "--kernel", choices=["mad", "lut"], default=None, help="force a ternary kernel family"
+        "--kernel",
+        choices=["mad", "lut", "t3"],
+        default=None,
+        help="force a ternary kernel family (t3: 1.67 bits per weight, avx512vbmi)",
     )
     b.add_argument(
         "--output-type",

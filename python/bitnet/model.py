@@ -366,10 +366,12 @@ def load(
         output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
             ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits
             within about 1% of exact) or ``"f32"`` (exact float products of the file's values).
-        isa: Kernel instruction set (``"ref"``, ``"avx2"``, ``"neon"``, ``"dotprod"``; None:
-            the best this CPU has, or ``BITNET_ISA``). For comparisons and debugging.
-        kernel: Ternary matrix-product family, ``"mad"`` (multiply-add) or ``"lut"`` (lookup
-            tables); None: ``BITNET_KERNEL`` or the measured choice for this CPU.
+        isa: Kernel instruction set (``"ref"``, ``"avx2"``, ``"avx512"``, ``"avx512vnni"``,
+            ``"avx512vbmi"``, ``"neon"``, ``"dotprod"``; None: the best this CPU has, or
+            ``BITNET_ISA``). For comparisons and debugging.
+        kernel: Ternary matrix-product family, ``"mad"`` (multiply-add on 2-bit codes),
+            ``"lut"`` (lookup tables) or ``"t3"`` (1.67 bits per weight, avx512vbmi only); None:
+            ``BITNET_KERNEL`` or the measured choice for this CPU.
         revision: Hub branch, tag or commit (hub names only).
         progress: Show progress bars for downloads and conversion (hub names only).
 

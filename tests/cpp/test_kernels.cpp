@@ -33,6 +33,15 @@ void check(bool ok, const std::string& what) {
 
 std::mt19937 rng(1234);
 
+// The value of fp16 bits (normal, subnormal, zero; the test data has no inf/NaN scales).
+float fp16_value(uint16_t h) {
+    const int e = (h >> 10) & 31;
+    const int m = h & 1023;
+    const float v = e == 0 ? std::ldexp(static_cast<float>(m), -24)
+                           : std::ldexp(static_cast<float>(m + 1024), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
 enum class Fill { kRandom, kMinusOne, kZero, kPlusOne };
 enum class ActFill { kRandom, kMin, kMax, kAlternating };
 
@@ -119,7 +128,9 @@ std::string shape_name(const char* isa, const char* op, int64_t rows, int64_t k,
 void test_ternary(const KernelTable& kt) {
     const int64_t row_counts[] = {1, 2, 3, 5, 7, 15, 17, 31, 32, 33, 63, 64, 65, 127, 129};
     const int64_t ks[] = {1, 3, 31, 127, 128, 129, 255, 256, 257, 640, 3200};
-    const int64_t token_counts[] = {1, 2, 3, 4, 5, 9};
+    // Small-N batches (2..17 tokens: several sequences decoding at once) and their tails.
+    const int64_t token_counts[] = {1, 2, 3, 4, 5, 9, 1, 6, 8, 13, 16, 17};
+    constexpr int kNumTokenCounts = sizeof(token_counts) / sizeof(token_counts[0]);
     const KernelTable& ref = reference_kernels();
     int iteration = 0;
     for (int64_t rows : row_counts) {
@@ -129,7 +140,7 @@ void test_ternary(const KernelTable& kt) {
                 for (int act = 0; act < 4; ++act) {
                     // Keep the sweep fast: all fills on small shapes, random data on the rest.
                     if (rows * k > 20000 && (fill != 0 || act != 0) && (fill + act) % 3 != 0) continue;
-                    const int64_t nt = token_counts[iteration++ % 6];
+                    const int64_t nt = token_counts[iteration++ % kNumTokenCounts];
                     const auto w = make_weights(rows * k, static_cast<Fill>(fill));
                     const auto t2 = make_t2(w, rows, k, k_pad);
                     const int64_t stride = k_pad + 64 * (iteration % 2);
@@ -193,6 +204,27 @@ void test_ternary(const KernelTable& kt) {
                             }
                         }
                         check(ok, shape_name(kt.isa, "gemm_l2 rows[32,n)", rows, k, nt, fill, act));
+                    }
+
+                    // T3 (1.67 bits): repacked from T2, activations read only below k.
+                    std::vector<uint8_t> t3(static_cast<size_t>(t3_bytes(rows, k)));
+                    pack_t3_from_t2(m, t3.data());
+                    const T3Matrix tm{t3.data(), rows, k, padded_k3(k)};
+                    std::vector<int32_t> t3_ref(want.size(), -7), t3_got(want.size(), -7);
+                    ref.gemm_t3(tm, a.view(), 0, rows, t3_ref.data(), rows);
+                    check(t3_ref == want, shape_name("ref", "gemm_t3 vs gemm_t2", rows, k, nt, fill, act));
+                    kt.gemm_t3(tm, a.view(), 0, rows, t3_got.data(), rows);
+                    check(t3_got == want, shape_name(kt.isa, "gemm_t3", rows, k, nt, fill, act));
+                    if (rows > 32) {
+                        std::vector<int32_t> part(static_cast<size_t>(nt * (rows - 32)), -7);
+                        kt.gemm_t3(tm, a.view(), 32, rows, part.data(), rows - 32);
+                        bool ok = true;
+                        for (int64_t t = 0; t < nt; ++t) {
+                            for (int64_t r = 32; r < rows; ++r) {
+                                ok = ok && part[t * (rows - 32) + r - 32] == want[t * rows + r];
+                            }
+                        }
+                        check(ok, shape_name(kt.isa, "gemm_t3 rows[32,n)", rows, k, nt, fill, act));
                     }
                 }
             }
@@ -283,10 +315,13 @@ void test_quantize(const KernelTable& kt) {
 void test_q8_gemm(const KernelTable& kt) {
     const KernelTable& ref = reference_kernels();
     const int64_t row_counts[] = {1, 2, 3, 5, 33};
-    const int64_t cols[] = {32, 64, 96, 2560};
+    // 1 .. 33 blocks: groups of 16 blocks with tails, odd block counts.
+    const int64_t cols[] = {32, 64, 96, 544, 1056, 2560};
+    const int64_t token_counts[] = {1, 2, 3, 4, 5, 9, 17};
     for (int64_t rows : row_counts) {
         for (int64_t n : cols) {
-            for (int64_t nt = 1; nt <= 3; ++nt) {
+            for (int64_t nt : token_counts) {
+                if (nt > 5 && rows * n > 20000) continue;
                 const auto wf = adversarial_floats(rows * n, 0);
                 const auto xf = adversarial_floats(nt * n, 0);
                 std::vector<int8_t> wq(wf.size()), xq(xf.size());
@@ -305,6 +340,78 @@ void test_q8_gemm(const KernelTable& kt) {
                     ok = ok && std::fabs(want[i] - got[i]) <= bound;
                 }
                 check(ok, shape_name(kt.isa, "gemm_q8", rows, n, nt, 0, 0));
+                // A row's value does not depend on the rows or tokens it is computed with (the
+                // exact-top-k output layer recomputes single rows and relies on it).
+                bool same = true;
+                for (int64_t r = 0; r < rows; ++r) {
+                    for (int64_t t = 0; t < nt; ++t) {
+                        const ActsQ8 one{xq.data() + t * n, xd.data() + t * n / 32, 1, n};
+                        float v = 0.0f;
+                        kt.gemm_q8(m, one, r, r + 1, &v, 1);
+                        same = same && std::memcmp(&v, &got[t * rows + r], 4) == 0;
+                    }
+                }
+                check(same, shape_name(kt.isa, "gemm_q8 row independence", rows, n, nt, 0, 0));
+            }
+        }
+    }
+}
+
+// The Q4H pre-pass (the exact-top-k output layer's 4-bit pass) against the reference, the
+// reference against the math, and row independence.
+void test_q4h(const KernelTable& kt) {
+    const KernelTable& ref = reference_kernels();
+    const int64_t row_counts[] = {1, 2, 3, 33};
+    const int64_t cols[] = {32, 64, 96, 224, 544, 1056, 2560};
+    const int64_t token_counts[] = {1, 2, 3, 5};
+    for (int64_t rows : row_counts) {
+        for (int64_t n : cols) {
+            for (int64_t nt : token_counts) {
+                const auto wf = adversarial_floats(rows * n, rows % 2 ? 0 : 3);
+                const auto xf = adversarial_floats(nt * n, 0);
+                std::vector<int8_t> wq(wf.size()), xq(xf.size());
+                std::vector<float> wd(wf.size() / 32), xd(xf.size() / 32);
+                for (int64_t r = 0; r < rows; ++r) ref.quantize_q8(&wf[r * n], n, &wq[r * n], &wd[r * n / 32]);
+                for (int64_t t = 0; t < nt; ++t) ref.quantize_q8(&xf[t * n], n, &xq[t * n], &xd[t * n / 32]);
+                std::vector<uint8_t> hi(static_cast<size_t>(rows * n / 2));
+                std::vector<uint16_t> d16(wd.size());
+                pack_q4h_from_q8(Q8Matrix{wq.data(), wd.data(), rows, n}, 0, rows, hi.data());
+                ref.to_f16(wd.data(), d16.data(), static_cast<int64_t>(wd.size()));
+                const Q4HMatrix m{hi.data(), d16.data(), rows, n};
+                const ActsQ8 a{xq.data(), xd.data(), nt, n};
+                std::vector<float> want(static_cast<size_t>(nt * rows)), got(want.size());
+                ref.gemm_q4h(m, a, 0, rows, want.data(), rows);
+                bool math_ok = true;
+                for (int64_t t = 0; t < nt; ++t) {
+                    for (int64_t r = 0; r < rows; ++r) {
+                        double s = 0, mag = 0;
+                        for (int64_t j = 0; j < n; ++j) {
+                            const int h = (wq[r * n + j] + 128) >> 4;
+                            const double w = static_cast<double>(fp16_value(d16[(r * n + j) / 32])) * (16 * h - 120);
+                            const double x = static_cast<double>(xd[(t * n + j) / 32]) * xq[t * n + j];
+                            s += w * x;
+                            mag += std::fabs(w * x);
+                        }
+                        math_ok = math_ok && std::fabs(s - want[t * rows + r]) <= 1e-5 * mag + 1e-30;
+                    }
+                }
+                check(math_ok, shape_name("ref", "gemm_q4h vs math", rows, n, nt, 0, 0));
+                kt.gemm_q4h(m, a, 0, rows, got.data(), rows);
+                bool ok = true;
+                for (size_t i = 0; i < want.size(); ++i) {
+                    ok = ok && std::fabs(want[i] - got[i]) <= 1e-5f * static_cast<float>(n) + 1e-5f * std::fabs(want[i]);
+                }
+                check(ok, shape_name(kt.isa, "gemm_q4h", rows, n, nt, 0, 0));
+                bool same = true;
+                for (int64_t r = 0; r < rows; ++r) {
+                    for (int64_t t = 0; t < nt; ++t) {
+                        const ActsQ8 one{xq.data() + t * n, xd.data() + t * n / 32, 1, n};
+                        float v = 0.0f;
+                        kt.gemm_q4h(m, one, r, r + 1, &v, 1);
+                        same = same && std::memcmp(&v, &got[t * rows + r], 4) == 0;
+                    }
+                }
+                check(same, shape_name(kt.isa, "gemm_q4h row independence", rows, n, nt, 0, 0));
             }
         }
     }
@@ -591,10 +698,9 @@ void test_attn_accum(const KernelTable& kt) {
 int main() {
     std::printf("cpu: %s (%s); active kernels: %s\n", cpu_features().brand.c_str(),
                 cpu_features().summary().c_str(), active_kernels().isa);
-    const char* isas[] = {"ref", "avx2", "neon", "dotprod"};
     int n_tables = 0;
-    for (const char* isa : isas) {
-        const KernelTable* kt = kernels_for(isa);
+    for (const char* const* name = isa_names(); *name != nullptr; ++name) {
+        const KernelTable* kt = kernels_for(*name);
         if (kt == nullptr) continue;
         ++n_tables;
         std::printf("testing %s\n", kt->isa);
@@ -602,6 +708,7 @@ int main() {
         test_ternary(*kt);
         test_binary(*kt);
         test_q8_gemm(*kt);
+        test_q4h(*kt);
         test_float_ops(*kt);
         test_attn_scores(*kt);
         test_attn_softmax(*kt);

@@ -17,6 +17,18 @@ int t2_code(const uint8_t* row, int64_t j) {
     return (byte >> (2 * (within / 32))) & 3;
 }
 
+// The 5-bit index (0 .. 26) of group g (columns 3g .. 3g+2) of row r in a T3 matrix.
+int t3_index(const T3Matrix& w, int64_t r, int64_t g) {
+    const int64_t n_steps = w.k3 / kT3StepCols;
+    const uint8_t* step = w.data + ((r / kT3TileRows) * n_steps + g / 4) * kT3StepBytes;
+    const int64_t i = r % 16;
+    const bool upper = (r % kT3TileRows) >= 16;  // rows 16..31 of the tile: high nibbles
+    const int64_t lane = 4 * i + g % 4;
+    const int nibble = upper ? step[lane] >> 4 : step[lane] & 15;
+    const int bit = (step[64 + (upper ? 8 : 0) + lane / 8] >> (lane % 8)) & 1;
+    return nibble | bit << 4;
+}
+
 // Clamps, then rounds half to even: the cast is defined for every input, NaN gives 0.
 int8_t round_to_i8(float v, float lo, float hi) {
     if (std::isnan(v)) return 0;
@@ -115,6 +127,25 @@ void gemm_l2(const L2Matrix& w, const LutTables& x, int64_t row_begin, int64_t r
     }
 }
 
+void gemm_t3(const T3Matrix& w, const ActsI8& x, int64_t row_begin, int64_t row_end, int32_t* out,
+             int64_t out_stride) {
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.stride;
+        for (int64_t r = row_begin; r < row_end; ++r) {
+            int32_t acc = 0;
+            for (int64_t g = 0; g < w.k3 / 3; ++g) {
+                const int idx = t3_index(w, r, g);
+                const int w3[3] = {idx / 9 - 1, idx / 3 % 3 - 1, idx % 3 - 1};
+                for (int c = 0; c < 3; ++c) {
+                    const int64_t j = 3 * g + c;
+                    if (j < w.k) acc += w3[c] * xq[j];  // padding columns: no activation there
+                }
+            }
+            out[t * out_stride + (r - row_begin)] = acc;
+        }
+    }
+}
+
 void quantize_q8(const float* x, int64_t n, int8_t* q, float* d) {
     for (int64_t b = 0; b < n / kQ8Block; ++b) {
         const float* xb = x + b * kQ8Block;
@@ -145,6 +176,29 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
                     idot += wq[b * kQ8Block + i] * xq[b * kQ8Block + i];
                 }
                 acc += (wd[b] * xd[b]) * static_cast<float>(idot);
+            }
+            out[t * out_stride + (r - row_begin)] = acc;
+        }
+    }
+}
+
+void gemm_q4h(const Q4HMatrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
+              int64_t out_stride) {
+    const int64_t n_blocks = w.n_cols / kQ8Block;
+    for (int64_t t = 0; t < x.n_tokens; ++t) {
+        const int8_t* xq = x.q + t * x.n_cols;
+        const float* xd = x.d + t * n_blocks;
+        for (int64_t r = row_begin; r < row_end; ++r) {
+            const uint8_t* hi = w.hi + r * (w.n_cols / 2);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < n_blocks; ++b) {
+                int32_t idot = 0;
+                for (int64_t j = 0; j < kQ8Block; ++j) {
+                    const uint8_t byte = hi[16 * b + j % 16];
+                    const int h = j < 16 ? byte & 15 : byte >> 4;
+                    idot += (16 * h - 120) * xq[b * kQ8Block + j];
+                }
+                acc += (fp16_to_float(w.d[r * n_blocks + b]) * xd[b]) * static_cast<float>(idot);
             }
             out[t * out_stride + (r - row_begin)] = acc;
         }

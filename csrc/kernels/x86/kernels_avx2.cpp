@@ -495,6 +495,7 @@ void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_
 
 void register_float_kernels(KernelTable& table);  // ops_avx2.cpp
 void register_attention_kernels(KernelTable& table);  // attention_avx2.cpp
+void register_q4h(KernelTable& table);             // q4h_avx2.cpp
 
 void register_kernels(KernelTable& table) {
     table.quantize_i8 = quantize_i8;
@@ -506,6 +507,7 @@ void register_kernels(KernelTable& table) {
     table.gemm_q8 = gemm_q8;
     register_float_kernels(table);
     register_attention_kernels(table);
+    register_q4h(table);
 }
 
 }  // namespace bitnet::kernels::avx2
