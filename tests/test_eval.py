@@ -23,6 +23,7 @@ import bitnet
 from bitnet.api import default_model_path
 from bitnet.eval import evaluate, rolling_windows
 from bitnet.eval.__main__ import harness_argv
+from bitnet.eval._session import Cursor
 from bitnet.eval.harness import BitnetLM
 
 QUESTIONS = [
@@ -141,7 +142,7 @@ def test_multiple_choice_loglikelihoods_equal_logits(model, tmp_path):
     assert out["results"]["bitnet_mc"]["acc,none"] == pytest.approx(correct / len(samples))
 
 
-def test_scoring_reuses_the_shared_context(model):
+def test_scoring_reuses_the_shared_context(model, monkeypatch):
     """Choices of one question compute the shared context once: the session ends up holding
     the last-scored sequence, and scoring the same requests again gives the same numbers."""
     from bitnet.eval import score_continuations
@@ -151,6 +152,19 @@ def test_scoring_reuses_the_shared_context(model):
     first = score_continuations(model, [(ctx, c) for c in conts])
     again = score_continuations(model, [(ctx, c) for c in reversed(conts)])
     assert [s.logprob for s in first] == [s.logprob for s in reversed(again)]
+    # The context is computed once: the first request feeds it (less the position that
+    # predicts the continuation's first token), every request then its own continuation.
+    fed: list[int] = []
+    decode = Cursor._decode
+
+    def spy(self, tokens, logits):
+        fed.append(len(tokens))
+        return decode(self, tokens, logits)
+
+    monkeypatch.setattr(Cursor, "_decode", spy)
+    third = score_continuations(model, [(ctx, c) for c in conts])
+    assert [s.logprob for s in third] == [s.logprob for s in first]
+    assert sum(fed) == len(ctx) - 1 + sum(len(c) for c in conts)
     for c, s in zip(conts, first, strict=True):
         logits = model.logits(ctx + c[:-1]).astype(np.float64)
         rows = logits[len(ctx) - 1 :]
@@ -212,15 +226,27 @@ def greedy_tokens(model: bitnet.Model, prompt: list[int], n: int) -> list[int]:
     return seq[len(prompt) :]
 
 
-def test_generate_until_honours_stop_strings_and_max_gen_toks(model, tmp_path):
-    prompt = "And God said, Let there be light"
+def greedy_text(model: bitnet.Model, prompt: str, n: int) -> str:
+    """The text greedy decoding adds after the prompt (a leading space included)."""
     ids = model.tokenize(prompt)
-    free = model.detokenize(greedy_tokens(model, ids, 24))
-    words = free.split()
-    assert len(words) >= 4, free
-    stop = " " + words[2]  # ends the text in the middle of what greedy decoding writes
-    cut = free[: free.index(stop)]
-    rows = [{"prompt": prompt}]
+    head = model.detokenize(ids)
+    whole = model.detokenize(ids + greedy_tokens(model, ids, n))
+    assert whole.startswith(head)
+    return whole[len(head) :]
+
+
+def test_generate_until_honours_stop_strings_and_max_gen_toks(model, tmp_path, monkeypatch):
+    prompts = [
+        "And God said, Let there be light",
+        "In the beginning God created",
+        "And the evening and the morning were",
+    ]
+    frees = [greedy_text(model, p, 24) for p in prompts]
+    words = frees[0].split()
+    assert len(words) >= 4, frees[0]
+    stop = " " + words[2]  # ends the first text in the middle of what greedy decoding writes
+    cuts = [f[: f.index(stop)] if stop in f else f for f in frees]
+    rows = [{"prompt": p} for p in prompts]
     spec = (
         "output_type: generate_until\n"
         'doc_to_text: "{{prompt}}"\n'
@@ -234,10 +260,22 @@ def test_generate_until_honours_stop_strings_and_max_gen_toks(model, tmp_path):
     write_task(tmp_path, "bitnet_gen", rows, spec)
     spec_short = spec.replace(f"[{json.dumps(stop)}]", "[]").replace("24", "3")
     write_task(tmp_path, "bitnet_gen_short", rows, spec_short)
+    batches: list[int] = []
+    generate_batch = bitnet.Model.generate_batch
+
+    def spy(self, prompts, **options):
+        batches.append(len(prompts))
+        return generate_batch(self, prompts, **options)
+
+    monkeypatch.setattr(bitnet.Model, "generate_batch", spy)
     out = run_harness(BitnetLM(model), tmp_path, ["bitnet_gen", "bitnet_gen_short"])
-    assert out["samples"]["bitnet_gen"][0]["resps"][0][0] == cut
-    short = model.detokenize(greedy_tokens(model, ids, 3))
-    assert out["samples"]["bitnet_gen_short"][0]["resps"][0][0] == short
+    assert batches == [3, 3]  # each task's requests run as one batch on the engine
+    got = {s["doc"]["prompt"]: s["resps"][0][0] for s in out["samples"]["bitnet_gen"]}
+    assert got == dict(zip(prompts, cuts, strict=True))
+    assert frees[0] != cuts[0]
+    got = {s["doc"]["prompt"]: s["resps"][0][0] for s in out["samples"]["bitnet_gen_short"]}
+    shorts = [greedy_text(model, p, 3) for p in prompts]
+    assert got == dict(zip(prompts, shorts, strict=True))
 
 
 def test_evaluate_from_python(model, tmp_path):

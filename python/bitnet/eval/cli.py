@@ -55,8 +55,17 @@ def add_perplexity_arguments(q: argparse.ArgumentParser) -> None:
         default=None,
         help="output layer (default: auto)",
     )
-    e.add_argument("--isa", default=None, help="kernel ISA (ref, avx2, neon, dotprod)")
-    e.add_argument("--kernel", choices=["mad", "lut"], default=None, help="ternary kernels")
+    e.add_argument(
+        "--isa",
+        default=None,
+        help="kernel ISA (ref, avx2, avx512, avx512vnni, avx512vbmi, neon, dotprod)",
+    )
+    e.add_argument(
+        "--kernel",
+        choices=["mad", "lut", "t3"],
+        default=None,
+        help="ternary kernels (t3: 1.67 bits per weight, avx512vbmi)",
+    )
     k = q.add_argument_group("KL divergence (llama.cpp method)")
     k.add_argument(
         "--kl-divergence-base",
