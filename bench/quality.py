@@ -35,6 +35,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("KV cache q8_0", {"kv_cache": "q8_0"}),
     ("kernels mad (best ISA)", {"isa": None, "kernel": "mad"}),
     ("kernels lut (best ISA)", {"isa": None, "kernel": "lut"}),
+    ("kernels t3 (best ISA)", {"isa": None, "kernel": "t3"}),
     ("default (bitnet.load)", {"output_type": "auto", "kv_cache": None, "isa": None}),
 ]
 

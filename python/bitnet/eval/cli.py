@@ -58,7 +58,7 @@ def add_perplexity_arguments(q: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--isa",
         default=None,
-        help="kernel ISA (ref, avx2, avx512, avx512vnni, avx512vbmi, neon, dotprod)",
+        help="kernel ISA (ref, avx2, avx512, avx512vnni, avx512vbmi, neon, dotprod, i8mm)",
     )
     e.add_argument(
         "--kernel",
