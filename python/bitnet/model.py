@@ -10,7 +10,6 @@ calls from many threads at once are batched into the same forward passes. ``logi
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import weakref
@@ -312,24 +311,38 @@ class Model(GenerationMixin):
 
     # -- evaluation -----------------------------------------------------------------------
     def perplexity(
-        self, text: str, *, window: int = 0, stride: int = 0, progress: bool = False
+        self,
+        text: str,
+        *,
+        window: int = 0,
+        stride: int = 0,
+        progress: bool = False,
+        method: str = "sliding",
     ) -> float:
-        """Perplexity of the model on text, with a sliding window.
+        """Perplexity of the model on text (:mod:`bitnet.eval.perplexity` describes both methods).
 
-        The text is tokenized once (with BOS when the model uses one). Windows of `window`
-        tokens start every `stride` tokens; each token is scored once, by the first window that
-        reaches it, with the context that window gives it (at least window - stride tokens
-        after the first window). Lower is better; compare conversions on the same text.
+        ``"sliding"``: the text is tokenized once (with BOS when the model uses one). Windows
+        of `window` tokens start every `stride` tokens; each token is scored once, by the first
+        window that reaches it, with the context that window gives it (at least window - stride
+        tokens after the first window). ``"llama.cpp"``: llama-perplexity's method,
+        non-overlapping chunks of `window` tokens with the second half of each scored, for
+        numbers comparable with llama.cpp (use its ``-c`` as window; it needs 2 * window
+        tokens). Lower is better; compare conversions and options on the same text.
 
         Args:
             text: The evaluation text (at least two tokens).
-            window: Tokens per window (0, or more than the context: the model's context).
-            stride: Tokens between window starts, at most a window (0: half a window).
+            window: Tokens per window or chunk (0, or more than the context: the model's
+                context).
+            stride: Tokens between window starts, at most a window (0: half a window); sliding
+                method only.
             progress: Show a progress bar.
+            method: ``"sliding"`` or ``"llama.cpp"``.
 
         Returns:
-            exp(mean negative log-likelihood) over the scored tokens: every token but the
-            first (with stride == window, also the first token of each window).
+            exp(mean negative log-likelihood) over the scored tokens. For the sliding method,
+            every token but the first (with stride == window, also the first token of each
+            window). :func:`bitnet.eval.perplexity` returns the details (NLL sum, uncertainty,
+            running values).
 
         Example:
             >>> model.perplexity(open("wiki.test.raw").read(), window=512)  # doctest: +SKIP
@@ -341,53 +354,11 @@ class Model(GenerationMixin):
         if not isinstance(progress, bool):
             raise ParameterError("progress", f"progress must be True or False, got {progress!r}")
         check_text(text, "text")
-        ids = self.tokenize(text)
-        if len(ids) < 2:
-            raise ShapeError("perplexity needs a text of at least two tokens")
-        pool = self._live_pool()
-        window = min(window or pool.n_ctx, pool.n_ctx)
-        if window < 2:
-            raise ParameterError("window", f"window must be at least 2 tokens, got {window}")
-        stride = stride or max(1, window // 2)
-        if stride > window:
-            raise ParameterError(
-                "stride", f"stride must be at most the window ({window} tokens), got {stride}"
-            )
-        n = len(ids)
-        n_windows = 1 if n <= window else 1 + -(-(n - window) // stride)
-        # Logits per decode: at most 64 MiB and one batch (Ctrl-C is handled between decodes).
-        rows = max(1, min(window, self._n_batch, (1 << 24) // self.n_vocab))
-        nll = 0.0
-        count = 0
-        scored = 1  # tokens [0, scored) need no (more) scoring
-        session = pool.acquire()
-        try:
-            bar = _progress_bar(n_windows, progress)
-            for w in range(n_windows):
-                begin = w * stride
-                end = min(begin + window, n)
-                # Position p predicts token p + 1. Positions before `first` only give context;
-                # the last token of the window predicts nothing inside it.
-                first = max(scored, begin + 1) - 1
-                session.truncate(0)
-                for chunk in range(begin, first, self._n_batch):  # the context, batch by batch
-                    piece = ids[chunk : min(chunk + self._n_batch, first)]
-                    session.decode(np.asarray(piece, dtype=np.int32), False)
-                for chunk in range(first, end - 1, rows):
-                    piece = ids[chunk : min(chunk + rows, end - 1)]
-                    logits = session.decode(np.asarray(piece, dtype=np.int32), True)
-                    row = logits.astype(np.float64)
-                    top = row.max(axis=1)
-                    lse = np.log(np.exp(row - top[:, None]).sum(axis=1)) + top
-                    targets = np.asarray(ids[chunk + 1 : chunk + 1 + len(piece)])
-                    nll += float((lse - row[np.arange(len(piece)), targets]).sum())
-                    count += len(piece)
-                scored = max(scored, end)
-                bar.update(1)
-            bar.close()
-        finally:
-            pool.release(session)
-        return math.exp(nll / count)
+        from .eval.perplexity import perplexity
+
+        return perplexity(
+            self, text, method=method, window=window, stride=stride, progress=progress
+        ).ppl
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
@@ -418,22 +389,6 @@ class Model(GenerationMixin):
             f"Model({self.path!r}, arch={c['arch']}, layers={c['n_layers']}, "
             f"embd={c['n_embd']}, vocab={c['n_vocab']})"
         )
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="window", desc="perplexity")
 
 
 def load(

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "bitnet.cli.chat",
     "bitnet.server.cli",  # serve
     "bitnet.cli.perplexity",
+    "bitnet.cli.evaluate",  # eval
     "bitnet.cli.models",  # pull, models, rm, info, convert
     "bitnet.bench",  # bench
 )
@@ -39,6 +40,8 @@ examples:
   bitnet models                                           (what is cached; --known: the registry)
   bitnet convert microsoft/bitnet-b1.58-2B-4T 2b4t.gguf
   bitnet perplexity -m 2b4t.gguf wiki.test.raw --window 512
+  bitnet perplexity -m 2b4t.gguf wiki.test.raw --method llama.cpp --kl-divergence
+  bitnet eval --model_args model=2b4t.gguf --tasks arc_easy,hellaswag
   bitnet bench -m 2b4t.gguf -p 128 -n 64 -t 1,2 -r 3
 
 MODEL (-m, the same in every command) is a .gguf file, a Hugging Face repository ("owner/repo":
@@ -119,6 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:  # everything after it is lm-eval's, options first included
+        from .evaluate import run_harness
+
+        return run_harness(argv[1:])
     root = build_parser()
     args: argparse.Namespace | None = None
     try:

@@ -1,4 +1,6 @@
-"""``bitnet perplexity``: perplexity of a model on a text file, with a sliding window."""
+"""``bitnet perplexity``: perplexity of a model on a text file (bitnet's sliding window or
+llama.cpp's method) and KL divergence between engine options; the options and output are
+:mod:`bitnet.eval.cli`'s."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..eval.cli import add_perplexity_arguments, run_perplexity
 from ._common import (
-    ArgumentError,
     Notes,
     add_model_options,
     add_output_options,
@@ -22,8 +24,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "perplexity",
         help="measure perplexity on a text file",
-        description="Perplexity of the model on a text, with a sliding window (like "
-        "llama.cpp's llama-perplexity). Lower is better; compare models on the same text.",
+        description="Perplexity of the model on a text: bitnet's sliding window (every token "
+        "scored) or llama.cpp's method (--method llama.cpp, numbers comparable with "
+        "llama-perplexity), and KL divergence between engine options (docs/quality.md). Lower "
+        "is better; compare models on the same text.",
     )
     p.add_argument("file", help="a UTF-8 text file ('-': stdin)")
     add_model_options(p)
@@ -32,7 +36,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         type=int_at_least(0),
         default=0,
         metavar="N",
-        help="tokens per window (default 0: the context, -c)",
+        help="tokens per window (default 0: the context, -c) or per chunk (llama.cpp method, "
+        "default 512)",
     )
     p.add_argument(
         "--stride",
@@ -42,6 +47,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="tokens between windows (default 0: half a window)",
     )
     add_output_options(p)
+    add_perplexity_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -53,16 +59,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
-    model = load_model(args, notes)
-    n_tokens = len(model.tokenize(text))
-    window = min(args.window or model.n_ctx, model.n_ctx)
-    stride = args.stride or max(1, window // 2)
-    if window < 2 or stride > window:
-        raise ArgumentError(
-            "--stride" if stride > window else "--window",
-            f"need a window of 2 tokens or more and a stride no larger (got window {window}, "
-            f"stride {stride})",
-        )
-    ppl = model.perplexity(text, window=window, stride=stride, progress=not notes.quiet)
-    print(f"perplexity {ppl:.4f} over {n_tokens} tokens (window {window}, stride {stride})")
-    return 0
+    return run_perplexity(args, text, lambda **options: load_model(args, notes, **options))
