@@ -109,6 +109,11 @@ void init_engine(py::module_& m) {
         .def_property_readonly("n_batch", &BatchDecoder::n_batch)
         .def_property_readonly("n_threads", &BatchDecoder::n_threads)
         .def_property_readonly("cache", [](BatchDecoder& d) { return d.cache_ptr(); })
+        .def_property_readonly("topk_counts", [](const BatchDecoder& d) {
+            const TopKCounts c = d.topk_counts();
+            return py::make_tuple(c.rows, c.exact_rows);
+        }, "(rows, exact rows): logits rows computed with topk so far and the output rows "
+           "recomputed exactly for them.")
         .def("step", [](BatchDecoder& d, const py::sequence& seqs) {
             std::vector<Int32Array> keep;
             std::vector<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>> keep_masks;

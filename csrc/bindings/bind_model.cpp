@@ -8,6 +8,7 @@
 #include "bindings/bindings.h"
 #include "core/error.h"
 #include "format/types.h"
+#include "model/decoder.h"
 #include "model/model.h"
 
 namespace py = pybind11;
@@ -66,7 +67,9 @@ void init_model(py::module_& m) {
             return mdl.output_type() == OutputType::kQ8 ? "q8_0" : "f32";
         })
         .def_property_readonly("bytes_per_token", &Model::bytes_per_token,
-                               "Bytes of weights one decoded token reads.")
+                               "Bytes of weights one decoded token reads (the full output layer).")
+        .def_property_readonly("topk_prepass", [](const Model& mdl) { return !mdl.output_topk().empty(); },
+                               "Whether the exact-top-k pre-pass of the output layer was built.")
         .def_property_readonly("path", [](const Model& mdl) { return mdl.file().path(); })
         .def_property_readonly("config", [](const Model& mdl) { return config_dict(mdl.config()); })
         .def_property_readonly("file", [](std::shared_ptr<Model> mdl) {
@@ -138,8 +141,13 @@ void init_model(py::module_& m) {
         .def_property_readonly("n_ctx", &Session::n_ctx)
         .def_property_readonly("n_past", &Session::n_past)
         .def("truncate", &Session::truncate, py::arg("n"))
+        .def_property_readonly("topk_counts", [](const Session& s) {
+            const TopKCounts c = s.topk_counts();
+            return py::make_tuple(c.rows, c.exact_rows);
+        }, "(rows, exact rows): logits rows computed with topk so far and the output rows "
+           "recomputed exactly for them.")
         .def("decode", [](Session& s, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
-                          bool all_logits) {
+                          bool all_logits, int64_t topk) {
             if (tokens.ndim() != 1) throw ShapeError("tokens must be a 1-D array of token ids");
             const int64_t n = tokens.shape(0);
             const int64_t n_vocab = s.model().config().n_vocab;
@@ -149,11 +157,12 @@ void init_model(py::module_& m) {
             float* out = logits.mutable_data();
             {
                 py::gil_scoped_release release;
-                s.decode(ids, n, out, all_logits);
+                s.decode(ids, n, out, all_logits, topk);
             }
             return logits;
-        }, py::arg("tokens"), py::arg("all_logits") = false,
-           "Appends tokens to the context; returns logits (n, n_vocab) or (n_vocab,) for the last.");
+        }, py::arg("tokens"), py::arg("all_logits") = false, py::kw_only(), py::arg("topk") = 0,
+           "Appends tokens to the context; returns logits (n, n_vocab) or (n_vocab,) for the last. "
+           "topk > 0 (needs topk_prepass): exact values of the topk largest logits, -inf elsewhere.");
 }
 
 }  // namespace bitnet::bindings

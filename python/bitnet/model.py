@@ -57,11 +57,22 @@ class Model(GenerationMixin):
         kv_budget: int | None = None,
         max_queue: int = 64,
         output_type: str = "auto",
+        exact_topk: bool = False,
         isa: str | None = None,
         kernel: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
         _check_options(n_ctx, n_batch, n_threads, kv_cache, n_parallel, kv_budget, max_queue)
+        if not isinstance(exact_topk, bool):
+            raise ParameterError(
+                "exact_topk", f"exact_topk must be True or False, got {exact_topk!r}"
+            )
+        if exact_topk and output_type == "f32":
+            raise ParameterError(
+                "exact_topk",
+                "exact_topk=True reads the q8_0 output layer; it needs output_type 'auto' or "
+                "'q8_0', got 'f32'",
+            )
         p = Path(self.path)
         if p.is_dir():
             hint = " (a Hugging Face checkpoint: convert it with `bitnet convert`)"
@@ -71,7 +82,7 @@ class Model(GenerationMixin):
             )
         if not p.exists():
             raise FileNotFoundError(f"{self.path}: no such file")
-        self._core = _core.Model(self.path, output_type, isa or "", kernel or "")
+        self._core = _core.Model(self.path, output_type, isa or "", kernel or "", exact_topk)
         head_dim = int(self._core.config["head_dim"])
         if kv_cache == "q8_0" and head_dim % 32:
             raise UnsupportedError(
@@ -129,12 +140,25 @@ class Model(GenerationMixin):
         return str(self._core.output_type)
 
     @property
+    def exact_topk(self) -> bool:
+        """Whether the exact-top-k pre-pass of the output layer was built (``exact_topk=True``):
+        requests that need only the largest logits then read about half of the output layer's
+        bytes (docs/kernels.md, "Exact top-k")."""
+        return bool(self._core.topk_prepass)
+
+    @property
     def kernels(self) -> dict[str, Any]:
-        """Which kernels run this model: the ISA and the family of each BitLinear weight."""
+        """Which kernels run this model: the ISA, the family of each BitLinear weight, the output
+        layer (``"q8_0"`` or ``"f32"``) and whether its exact-top-k pre-pass is built."""
         families: dict[str, int] = {}
         for info in self._core.linear_info():
             families[info["kernel"]] = families.get(info["kernel"], 0) + 1
-        return {"isa": self._core.kernel_isa, "linear": families, "output": self.output_type}
+        return {
+            "isa": self._core.kernel_isa,
+            "linear": families,
+            "output": self.output_type,
+            "exact_topk": self.exact_topk,
+        }
 
     @property
     def metadata(self) -> Any:
@@ -379,6 +403,7 @@ def load(
     kv_budget: int | None = None,
     max_queue: int = 64,
     output_type: str = "auto",
+    exact_topk: bool = False,
     isa: str | None = None,
     kernel: str | None = None,
     revision: str | None = None,
@@ -407,6 +432,13 @@ def load(
         output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
             ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits
             within about 1% of exact) or ``"f32"`` (exact float products of the file's values).
+        exact_topk: Also build a 4-bit pre-pass of the q8_0 output layer with per-row error
+            bounds (docs/kernels.md, "Exact top-k"; a third more memory for the output layer).
+            Requests that need only the largest logits (greedy, or top_k > 0 without logprobs)
+            then read about 4.5 bits per output weight instead of 9, and recompute exactly only
+            the rows that can reach their top_k: the tokens they get are identical to the
+            q8_0 path's. Other requests use the full layer. Pays on trained models (confident
+            predictions); on random weights almost every row is recomputed and it costs more.
         isa: Kernel instruction set (``"ref"``, ``"avx2"``, ``"avx512"``, ``"avx512vnni"``,
             ``"avx512vbmi"``, ``"neon"``, ``"dotprod"``; None: the best this CPU has, or
             ``BITNET_ISA``). For comparisons and debugging.
@@ -442,6 +474,7 @@ def load(
         kv_budget=kv_budget,
         max_queue=max_queue,
         output_type=output_type,
+        exact_topk=exact_topk,
         isa=isa,
         kernel=kernel,
     )
