@@ -28,6 +28,7 @@ def test_convert_info_generate(hf_models, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "general.architecture" in r.stdout and "'bitnet'" in r.stdout
     assert "blk.1.ffn_down.weight" in r.stdout and "TQ2_0" in r.stdout
+    assert "q8_0 reads" in r.stdout and "exact_topk=True" in r.stdout
 
     r = run("generate", "-m", str(out), "-n", "5", "In the beginning")
     assert r.returncode == 0, r.stderr
@@ -75,6 +76,9 @@ def test_generate_streams_with_sampling_options(converted):
     args = ("-n", "16", "-t", "1.1", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.02")
     seeded = [run("generate", "-m", model, *args, "--seed", "7", "Hello") for _ in range(2)]
     assert seeded[0].returncode == 0 and seeded[0].stdout == seeded[1].stdout
+    # The exact-top-k output layer gives the same tokens.
+    topk = run("generate", "-m", model, *args, "--seed", "7", "--exact-topk", "Hello")
+    assert topk.returncode == 0 and topk.stdout == seeded[0].stdout
     stop = expected[3:6]
     r = run("generate", "-m", model, "-n", "12", "-t", "0", "--stop", stop, "In the beginning")
     assert r.stdout == expected[: expected.find(stop)] + "\n"

@@ -252,3 +252,13 @@ def test_penalized_tokens() -> None:
     none = _core.Sampler(100, repeat_penalty=1.0)
     none.accept(1, True)
     assert none.penalized_tokens().tolist() == []
+
+
+def test_serve_option_reaches_load() -> None:
+    from bitnet.cli import build_parser
+    from bitnet.server.cli import settings_from_args
+
+    args = build_parser().parse_args(["serve", "--exact-topk"])
+    assert settings_from_args(args).load_options()["exact_topk"] is True
+    args = build_parser().parse_args(["serve"])
+    assert settings_from_args(args).load_options()["exact_topk"] is False

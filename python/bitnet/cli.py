@@ -44,7 +44,13 @@ def _load(args: argparse.Namespace) -> Any:
     from .model import load
 
     name = args.model if args.model is not None else default_model_path()
-    return load(name, n_ctx=args.ctx, n_threads=args.threads, revision=args.revision)
+    return load(
+        name,
+        n_ctx=args.ctx,
+        n_threads=args.threads,
+        revision=args.revision,
+        exact_topk=args.exact_topk,
+    )
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -177,7 +183,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for t in tensors:
         shape = "x".join(str(d) for d in t["shape"])
         print(f"  {t['name']:<32} {t['type_name']:<6} {shape:<16} {t['size_bytes']:>12} bytes")
+    line = _output_layer_line(tensors)
+    if line:
+        print(f"\n{line}")
     return 0
+
+
+def _output_layer_line(tensors: list[dict[str, Any]]) -> str | None:
+    """What the output layer reads per token, with and without the exact-top-k pre-pass."""
+    by_name = {t["name"]: t for t in tensors}
+    t = by_name.get("output.weight") or by_name.get("token_embd.weight")
+    if t is None or len(t["shape"]) != 2:
+        return None
+    n_embd, n_vocab = (int(d) for d in t["shape"])
+    head = f"output layer ({t['name']}, {n_vocab} rows of {n_embd}):"
+    if n_embd % 32:
+        return f"{head} f32 (the hidden size is not a multiple of 32: no q8_0, no exact top-k)"
+    n = n_vocab * n_embd
+    q8 = n + 4 * (n // 32)
+    prepass = n // 2 + 2 * (n // 32) + 4 * n_vocab
+    return (
+        f"{head} q8_0 reads {q8 / 1e6:.1f} MB per token; with exact_topk=True "
+        f"(bitnet.load, --exact-topk) a {prepass / 1e6:.1f} MB pre-pass "
+        f"({8 * prepass / n:.2f} bits per weight) plus the rows that may reach the top k"
+    )
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -235,6 +264,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         depths=_int_list(args.depth, "-d/--depth"),
         parallel=_int_list(args.parallel, "--parallel") if args.parallel else (),
         kv_cache=args.kv_cache,
+        exact_topk=args.exact_topk,
         progress=None if args.quiet else (lambda line: print(line, file=err, flush=True)),
     )
     sys.stdout.write(to_json(report) + "\n" if args.output == "json" else to_markdown(report))
@@ -249,6 +279,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=int, default=0, help="context length (default: the model's)")
     p.add_argument(
         "--threads", type=int, default=None, help="threads (default: every hardware thread)"
+    )
+    p.add_argument(
+        "--exact-topk",
+        action="store_true",
+        help="read about half of the output layer when sampling with --top-k > 0 or "
+        "--temperature 0 (identical tokens; pays on trained models: docs/usage.md)",
     )
 
 
@@ -448,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["f16", "q8_0", "f32"],
         default="f16",
         help="KV cache type (default f16)",
+    )
+    b.add_argument(
+        "--exact-topk",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="K",
+        help="load the exact-top-k output pre-pass and ask for only the K largest logits in "
+        "each tg step (K default 1: the argmax); reports the rows recomputed and the bytes read",
     )
     b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
