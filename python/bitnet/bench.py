@@ -537,9 +537,7 @@ def _batched_tests(
                 counts = dec.topk_counts  # the warm-up run is not counted
             t0 = time.perf_counter()
             for _ in range(n_gen):
-                logits = dec.step(
-                    [(tables[i], n_past, tok[i], 1, k or None) for i in range(n_seq)]
-                )
+                logits = dec.step([(tables[i], n_past, tok[i], 1, k or None) for i in range(n_seq)])
                 tok[:, 0] = np.argmax(logits, axis=1)
                 n_past += 1
             dt = time.perf_counter() - t0
@@ -554,9 +552,7 @@ def _batched_tests(
             assert r.exact_rows_fraction is not None
             body = report.bytes_read_per_token - report.output_bytes
             r.bytes_read_per_token = int(
-                body
-                + report.topk_pass_bytes
-                + n_seq * r.exact_rows_fraction * report.output_bytes
+                body + report.topk_pass_bytes + n_seq * r.exact_rows_fraction * report.output_bytes
             )
         # One read of the weights per step, shared by the n_seq tokens of the step.
         read = r.bytes_read_per_token or report.bytes_read_per_token
