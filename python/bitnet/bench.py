@@ -230,20 +230,18 @@ def measure_read_bandwidth(threads: int, *, size_mb: int = 512, reps: int = 5) -
     return float(statistics.median(best))
 
 
-def _topk_bytes(report: BenchReport, exact_fraction: float) -> int:
-    """Bytes one token reads with the exact-top-k output layer: the rest of the weights, the
-    pre-pass, and the fraction of the q8_0 output rows recomputed exactly."""
-    body = report.bytes_read_per_token - report.output_bytes
-    return int(body + report.topk_pass_bytes + exact_fraction * report.output_bytes)
-
-
-def _topk_result(report: BenchReport, r: BenchResult, before: Any, after: Any, k: int) -> None:
-    """Fills a tg result's top-k figures from the decoder's counters around its runs."""
+def _topk_result(
+    report: BenchReport, r: BenchResult, before: Any, after: Any, k: int, n_seq: int = 1
+) -> None:
+    """Fills a tg result's top-k figures from the decoder's counters around its runs: the mean
+    fraction of output rows recomputed exactly, and the bytes of weights one step reads (the
+    rest of the weights and the pre-pass once, the recomputed q8_0 rows once per sequence)."""
     rows, exact = after[0] - before[0], after[1] - before[1]
-    r.topk = k
     frac = exact / (rows * report.n_vocab) if rows else 0.0
+    body = report.bytes_read_per_token - report.output_bytes
+    r.topk = k
     r.exact_rows_fraction = frac
-    r.bytes_read_per_token = _topk_bytes(report, frac)
+    r.bytes_read_per_token = int(body + report.topk_pass_bytes + n_seq * frac * report.output_bytes)
 
 
 def _open_model(path: str, n_threads: int, n_batch: int, options: dict[str, Any]) -> Any:
@@ -547,13 +545,7 @@ def _batched_tests(
         r.n_parallel, r.kv_cache = n_seq, kv_cache
         r.per_seq_tokens_per_s = r.tokens_per_s / n_seq
         if k:
-            # The pre-pass is read once per step; the recomputed rows once per sequence.
-            _topk_result(report, r, counts, dec.topk_counts, k)
-            assert r.exact_rows_fraction is not None
-            body = report.bytes_read_per_token - report.output_bytes
-            r.bytes_read_per_token = int(
-                body + report.topk_pass_bytes + n_seq * r.exact_rows_fraction * report.output_bytes
-            )
+            _topk_result(report, r, counts, dec.topk_counts, k, n_seq)
         # One read of the weights per step, shared by the n_seq tokens of the step.
         read = r.bytes_read_per_token or report.bytes_read_per_token
         r.gb_per_s = read * r.per_seq_tokens_per_s / 1e9
