@@ -210,3 +210,25 @@ def test_bench_parallel_with_depth_is_refused(
 ) -> None:
     assert main(["bench", "-m", str(tiny), "-q", "--parallel", "2", "-d", "8"]) == 1
     assert capsys.readouterr().err.startswith("bitnet: error:")
+
+
+def test_bench_exact_topk(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "-m", str(tiny), "-p", "8", "-n", "4", "-r", "1", "-q", "-o", "json"]
+    assert main([*argv, "--exact-topk"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["exact_topk"] == 1 and 0 < d["topk_pass_bytes"] < d["output_bytes"]
+    pp, tg = d["results"]
+    assert pp["topk"] == 0 and pp["exact_rows_fraction"] is None
+    assert tg["topk"] == 1 and 0 < tg["exact_rows_fraction"] <= 1
+    body = d["bytes_read_per_token"] - d["output_bytes"]
+    want = body + d["topk_pass_bytes"] + tg["exact_rows_fraction"] * d["output_bytes"]
+    assert tg["bytes_read_per_token"] == int(want)
+    assert tg["gb_per_s"] == pytest.approx(want * tg["tokens_per_s"] / 1e9, rel=1e-6)
+    assert main([*argv, "--exact-topk", "5", "--parallel", "2"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    tg = d["results"][1]
+    assert tg["test"] == "tg4 x2" and tg["topk"] == 5 and tg["exact_rows_fraction"] > 0
+    assert main([*argv[:-2], "--exact-topk", "3"]) == 0
+    assert "output layer: exact top-3" in capsys.readouterr().out
+    assert main(["bench", "-m", str(tiny), "-q", "--exact-topk", "-2"]) == 1
+    assert "--exact-topk" in capsys.readouterr().err

@@ -21,6 +21,9 @@ def test_generate_streams_with_sampling_options(converted):
     args = ("-n", "16", "--temp", "1.1", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.02")
     seeded = [run("generate", "-m", model, *args, "--seed", "7", "Hello") for _ in range(2)]
     assert seeded[0].returncode == 0 and seeded[0].stdout == seeded[1].stdout
+    # The exact-top-k output layer gives the same tokens.
+    topk = run("generate", "-m", model, *args, "--seed", "7", "--exact-topk", "Hello")
+    assert topk.returncode == 0 and topk.stdout == seeded[0].stdout
     # --stop takes one string and may be repeated: the first one found ends the text.
     stop = expected[3:6]
     r = run(

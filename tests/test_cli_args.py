@@ -162,6 +162,7 @@ def test_convert_errors_name_flags_and_the_destination(hf_models, tmp_path):
     r = run("info", str(out))
     assert "general.architecture" in r.stdout and "'bitnet'" in r.stdout
     assert "blk.1.ffn_down.weight" in r.stdout and "TQ2_0" in r.stdout
+    assert "q8_0 reads" in r.stdout and "exact_topk=True" in r.stdout
 
 
 # -- pipes closed early: `| head` ends the command quietly, status 0 ---------------------------

@@ -164,7 +164,9 @@ def test_context_full_finishes_with_context():
         ids = m.tokenize(GENESIS)[:28]
         c = m.complete(ids, max_tokens=100, temperature=0, ignore_eos=True)
         assert c.finish_reason == "context"
-        assert c.completion_tokens == 32 - 28 + 1  # the last is sampled from position 31
+        # prompt + generated never exceed n_ctx: the last token is sampled from position 30.
+        assert c.completion_tokens == 32 - 28
+        assert c.prompt_tokens + c.completion_tokens == 32
         # The same tokens as greedy over full-sequence logits.
         seq = list(ids)
         for t in c.token_ids:

@@ -115,6 +115,7 @@ def test_model_reports_its_kernels(reference):
         "isa": BEST,
         "linear": {"lut": 7 * model.config["n_layers"]},
         "output": "q8_0",
+        "exact_topk": False,
     }
     assert model._core.bytes_per_token > 0
 

@@ -169,9 +169,9 @@ def test_max_tokens_and_full_context(converted):
     assert small.generate(PROMPT, max_tokens=5, temperature=0) == small.generate(
         PROMPT, max_tokens=n, temperature=0
     )
-    # The context ends generation cleanly: the prompt's tokens plus all but the last generated
-    # one fill it (the last is sampled from the final logits and never needs computing).
-    room = 24 - len(ids) + 1
+    # The context ends generation cleanly: the prompt's tokens plus the generated ones fill it,
+    # never more (OpenAI's accounting: prompt + completion tokens <= the context).
+    room = 24 - len(ids)
     greedy = greedy_ids(small, PROMPT, room)
     assert len(greedy) == room  # no end token on the way: only the context stops it
     expected = b"".join(small.tokenizer.token_bytes(i) for i in greedy).decode(errors="replace")

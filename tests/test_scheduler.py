@@ -26,7 +26,7 @@ def next_token(tokens: list[int]) -> int:
 def alone(prompt: list[int], max_new: int, n_ctx: int) -> list[int]:
     tokens = list(prompt)
     out: list[int] = []
-    while len(out) < max_new and len(tokens) <= n_ctx:
+    while len(out) < max_new and len(tokens) < n_ctx:
         t = next_token(tokens)
         out.append(t)
         tokens.append(t)
@@ -85,12 +85,15 @@ class FakeEngine:
             if len(out) >= self.max_new[id(seq)]:
                 self._finish(seq, "length")
                 continue
+            if len(seq.tokens) >= s.n_ctx:  # a prompt of n_ctx tokens: no room for more
+                self._finish(seq, "context")
+                continue
             t = next_token(seq.tokens)
             out.append(t)
             seq.tokens.append(t)
             if len(out) >= self.max_new[id(seq)]:
                 self._finish(seq, "length")
-            elif len(seq.tokens) > s.n_ctx:
+            elif len(seq.tokens) >= s.n_ctx:
                 self._finish(seq, "context")
         s.check()
         return plan
@@ -266,8 +269,9 @@ def test_context_full_finishes_with_context():
     e = make(n_ctx=12, n_blocks=8)
     seq = e.submit(prompt(1, 10), 100)
     e.run()
-    # Positions 0..11 are computed; the last token is sampled from position 11's logits.
-    assert len(e.out[id(seq)]) == 12 - 10 + 1
+    # Prompt + generated fill the context and no more: the last token is sampled from
+    # position 10's logits (position 11 is never computed).
+    assert len(e.out[id(seq)]) == 12 - 10
     assert e.finish_reason[id(seq)] == "context"
     assert e.out[id(seq)] == alone(prompt(1, 10), 100, 12)
     e.assert_all_free()

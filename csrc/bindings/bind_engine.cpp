@@ -87,6 +87,11 @@ void init_engine(py::module_& m) {
         .def_property_readonly("n_batch", &BatchDecoder::n_batch)
         .def_property_readonly("n_threads", &BatchDecoder::n_threads)
         .def_property_readonly("cache", [](BatchDecoder& d) { return d.cache_ptr(); })
+        .def_property_readonly("topk_counts", [](const BatchDecoder& d) {
+            const TopKCounts c = d.topk_counts();
+            return py::make_tuple(c.rows, c.exact_rows);
+        }, "(rows, exact rows): logits rows computed with topk so far and the output rows "
+           "recomputed exactly for them.")
         .def("step", [](BatchDecoder& d, py::object seq_arg) {
             if (!py::isinstance<py::sequence>(seq_arg) || py::isinstance<py::str>(seq_arg)) {
                 throw ShapeError("seqs must be a list of (block_table, n_past, tokens, logits), got " +

@@ -9,6 +9,7 @@
 #include "bindings/bindings.h"
 #include "core/error.h"
 #include "format/types.h"
+#include "model/decoder.h"
 #include "model/model.h"
 
 namespace py = pybind11;
@@ -67,7 +68,9 @@ void init_model(py::module_& m) {
             return mdl.output_type() == OutputType::kQ8 ? "q8_0" : "f32";
         })
         .def_property_readonly("bytes_per_token", &Model::bytes_per_token,
-                               "Bytes of weights one decoded token reads.")
+                               "Bytes of weights one decoded token reads (the full output layer).")
+        .def_property_readonly("topk_prepass", [](const Model& mdl) { return !mdl.output_topk().empty(); },
+                               "Whether the exact-top-k pre-pass of the output layer was built.")
         .def_property_readonly("path", [](const Model& mdl) { return mdl.file().path(); })
         .def_property_readonly("config", [](const Model& mdl) { return config_dict(mdl.config()); })
         .def_property_readonly("file", [](std::shared_ptr<Model> mdl) {
@@ -146,10 +149,16 @@ void init_model(py::module_& m) {
         .def("truncate", [](Session& s, py::object n) {
             s.truncate(int_arg(n, "n", INT64_MIN, INT64_MAX));
         }, py::arg("n"))
-        .def("decode", [](Session& s, py::object token_arg, py::object all_arg) {
+        .def_property_readonly("topk_counts", [](const Session& s) {
+            const TopKCounts c = s.topk_counts();
+            return py::make_tuple(c.rows, c.exact_rows);
+        }, "(rows, exact rows): logits rows computed with topk so far and the output rows "
+           "recomputed exactly for them.")
+        .def("decode", [](Session& s, py::object token_arg, py::object all_arg, py::object topk_arg) {
             // Floats are refused, not truncated (int32_array); ids are range-checked by decode.
             const Int32Array tokens = int32_array(token_arg, "tokens");
             const bool all_logits = bool_arg(all_arg, "all_logits");
+            const int64_t topk = int_arg(topk_arg, "topk", INT64_MIN, INT64_MAX);
             const int64_t n = tokens.shape(0);
             const int64_t n_vocab = s.model().config().n_vocab;
             py::array_t<float> logits = all_logits ? py::array_t<float>({n, n_vocab})
@@ -158,11 +167,13 @@ void init_model(py::module_& m) {
             float* out = logits.mutable_data();
             {
                 py::gil_scoped_release release;
-                s.decode(ids, n, out, all_logits);
+                s.decode(ids, n, out, all_logits, topk);
             }
             return logits;
-        }, py::arg("tokens"), py::arg("all_logits") = py::bool_(false),
-           "Appends tokens to the context; returns logits (n, n_vocab) or (n_vocab,) for the last.");
+        }, py::arg("tokens"), py::arg("all_logits") = py::bool_(false), py::kw_only(),
+           py::arg("topk") = py::int_(0),
+           "Appends tokens to the context; returns logits (n, n_vocab) or (n_vocab,) for the last. "
+           "topk > 0 (needs topk_prepass): exact values of the topk largest logits, -inf elsewhere.");
 }
 
 }  // namespace bitnet::bindings

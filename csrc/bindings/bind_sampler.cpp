@@ -49,6 +49,17 @@ class BatchSampler {
 
     py::tuple sample(const py::list& samplers, const F32Array& logits, const py::object& allowed,
                      const py::object& n_top) {
+        return draw(samplers, logits, allowed, n_top, /*per_row_errors=*/false);
+    }
+
+    py::tuple try_sample(const py::list& samplers, const F32Array& logits,
+                         const py::object& allowed, const py::object& n_top) {
+        return draw(samplers, logits, allowed, n_top, /*per_row_errors=*/true);
+    }
+
+ private:
+    py::tuple draw(const py::list& samplers, const F32Array& logits, const py::object& allowed,
+                   const py::object& n_top, bool per_row_errors) {
         const auto n = static_cast<int64_t>(samplers.size());
         BITNET_CHECK(logits.ndim() == 2 && logits.shape(0) == n, ShapeError,
                      "logits must be a 2-D array with one row per sampler (", n, " rows)");
@@ -82,7 +93,7 @@ class BatchSampler {
         }
         {
             py::gil_scoped_release release;
-            sample_rows(rows.data(), n, &pool_);
+            sample_rows(rows.data(), n, &pool_, /*throw_on_error=*/!per_row_errors);
         }
         py::array_t<int32_t> tokens(n);
         py::array_t<float> logprob(n);
@@ -103,10 +114,18 @@ class BatchSampler {
                                  : -std::numeric_limits<float>::infinity();
             }
         }
-        return py::make_tuple(tokens, logprob, top_ids, top_lp);
+        if (!per_row_errors) return py::make_tuple(tokens, logprob, top_ids, top_lp);
+        py::list errors;
+        for (const SampleRow& r : rows) {
+            if (r.error.empty()) {
+                errors.append(py::none());
+            } else {
+                errors.append(py::str(r.error));
+            }
+        }
+        return py::make_tuple(tokens, logprob, top_ids, top_lp, errors);
     }
 
- private:
     ThreadPool pool_;
 };
 
@@ -148,6 +167,12 @@ void init_sampler(py::module_& m) {
         }, py::arg("logits"), py::arg("allowed") = py::none(),
            "The next token id for a row of logits (n_vocab,) float32; allowed: an optional "
            "(n_vocab,) bool mask of the tokens that may come next.")
+        .def("penalized_tokens", [](const Sampler& s) {
+            const std::vector<int32_t> ids = s.penalized_tokens();
+            return py::array_t<int32_t>(static_cast<py::ssize_t>(ids.size()), ids.data());
+        }, "The distinct token ids (int32, sorted) whose logits the repetition, presence and "
+           "frequency penalties change at the next draw (the exact-top-k output layer must "
+           "compute them).")
         .def("accept", &Sampler::accept, py::arg("token"), py::arg("generated") = true,
              "Appends a token to the repetition-penalty window; a generated token (not a prompt "
              "token) also counts for the presence and frequency penalties.")
@@ -181,7 +206,13 @@ void init_sampler(py::module_& m) {
              "bool mask or None per row. n_top: None (no log-probabilities) or one count per row "
              "(-1: none for that row); k is the largest. logprob is the log-probability of the "
              "sampled token after penalties and mask, before temperature and truncation (NaN "
-             "where not asked); missing alternatives are -1 / -inf.");
+             "where not asked); missing alternatives are -1 / -inf. Raises ShapeError naming the "
+             "first row that fails (every token masked), after drawing the others.")
+        .def("try_sample", &BatchSampler::try_sample, py::arg("samplers"), py::arg("logits"),
+             py::arg("allowed") = py::none(), py::arg("n_top") = py::none(),
+             "As sample(), but a row that fails does not raise: returns (tokens, logprob, top_ids, "
+             "top_logprobs, errors) with errors[i] the message of row i (None where it was drawn; "
+             "its token is then -1). For the engine: one request's failure stays its own.");
 }
 
 }  // namespace bitnet::bindings

@@ -460,8 +460,13 @@ void BatchDecoder::output_logits(float* logits) {
     const int64_t n_blocks = c.n_embd / kernels::kQ8Block;
     const kernels::ActsQ8 xq{out_q_.data() + n_full * c.n_embd, out_d_.data() + n_full * n_blocks,
                              n_out - n_full, c.n_embd};
+    std::vector<TopKStats> stats(reqs.size());
     topk_logits(model_->weights().output_q8, model_->output_topk(), model_->kernels(), pool_, xq,
-                reqs.data(), scratch.data() + n_full * c.n_vocab, nullptr);
+                reqs.data(), scratch.data() + n_full * c.n_vocab, stats.data());
+    int64_t exact = 0;
+    for (const TopKStats& st : stats) exact += st.n_exact;
+    topk_rows_ += static_cast<int64_t>(reqs.size());
+    topk_exact_rows_ += exact;
     for (size_t j = 0; j < order.size(); ++j) {
         std::copy(scratch.begin() + static_cast<int64_t>(j) * c.n_vocab,
                   scratch.begin() + static_cast<int64_t>(j + 1) * c.n_vocab,

@@ -28,6 +28,7 @@
 // decoder owns a pool of n_threads - 1 worker threads that sleep while it is idle.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -61,6 +62,12 @@ struct SequenceStep {
     const uint8_t* topk_allowed = nullptr;  // (n_vocab) nonzero: may be chosen; null: all
 };
 
+// What the exact-top-k output layer did so far (for benchmarks and bytes-per-token figures).
+struct TopKCounts {
+    int64_t rows = 0;        // logits rows computed through the top-k path
+    int64_t exact_rows = 0;  // output rows recomputed exactly for them (candidates and forced)
+};
+
 // Most positions a sequence may reach (RoPE angles are exact float products below 2^24).
 constexpr int64_t kMaxPositions = int64_t{1} << 24;
 
@@ -87,6 +94,9 @@ class BatchDecoder {
     // validation error nothing is written.
     void step(const std::vector<SequenceStep>& seqs, float* logits);
 
+    // Totals since construction over every step (readable from any thread).
+    TopKCounts topk_counts() const { return {topk_rows_.load(), topk_exact_rows_.load()}; }
+
  private:
     int64_t validate_locked(const std::vector<SequenceStep>& seqs);
     void forward(float* logits);
@@ -106,6 +116,8 @@ class BatchDecoder {
     ThreadPool pool_;
     PagedAttention attention_;
     std::mutex step_mutex_;
+    std::atomic<int64_t> topk_rows_{0};
+    std::atomic<int64_t> topk_exact_rows_{0};
 
     // The running step, flattened over its sequences (n = its token count).
     std::vector<int32_t> tokens_;        // (n) token ids

@@ -128,7 +128,10 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
         }
     }
     BITNET_CHECK(!options.topk_prepass || out == OutputType::kQ8, UnsupportedError, path,
-                 ": the exact-top-k pre-pass needs the q8_0 output layer");
+                 ": the exact-top-k pre-pass needs the q8_0 output layer, but this model's is f32 (",
+                 options.output == OutputType::kF32 ? "output_type 'f32'"
+                                                    : "its hidden size is not a multiple of 32",
+                 ")");
     return m;
 }
 

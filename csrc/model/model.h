@@ -86,6 +86,7 @@ struct SessionOptions {
 };
 
 class BatchDecoder;
+struct TopKCounts;
 
 // One sequence over a private KV cache, on the batched decoder (model/decoder.h): the same
 // numbers, bit for bit, as the sequence gets inside any batch of a BatchDecoder.
@@ -108,9 +109,13 @@ class Session {
 
     // Appends n tokens at positions n_past() .. n_past() + n - 1 and computes logits: for every
     // token into logits (n, n_vocab) when all_logits, else for the last token only (n_vocab).
-    // Throws ShapeError for token ids outside [0, n_vocab) or when the context would overflow;
-    // the session is unchanged in that case.
-    void decode(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+    // topk > 0 computes those rows with the exact-top-k output layer (SequenceStep::topk; needs
+    // the model's pre-pass). Throws ShapeError for token ids outside [0, n_vocab) or when the
+    // context would overflow; the session is unchanged in that case.
+    void decode(const int32_t* tokens, int64_t n, float* logits, bool all_logits, int64_t topk = 0);
+
+    // What the exact-top-k output layer did in this session's decodes.
+    TopKCounts topk_counts() const;
 
     // Forgets every token from position n on (0 <= n <= n_past()), keeping the cache before it.
     void truncate(int64_t n);

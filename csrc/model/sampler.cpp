@@ -74,24 +74,32 @@ void Sampler::accept(int32_t token, bool generated) {
     history_size_ = std::min(history_size_ + 1, params_.repeat_last_n);
 }
 
+std::vector<int32_t> Sampler::penalized_tokens() const {
+    std::vector<int32_t> out;
+    if (params_.repeat_penalty != 1.0f) {
+        out.assign(history_.begin(), history_.begin() + history_size_);
+    }
+    if (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f) {
+        out.insert(out.end(), counted_.begin(), counted_.end());
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
 double Sampler::uniform() {
     // The top 53 bits of one 64-bit draw, scaled into [0, 1).
     return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0);
 }
 
-void Sampler::load(const float* logits, const uint8_t* allowed, float inv_temperature) {
+void Sampler::load(const float* logits, const uint8_t* allowed) {
     // NaN never wins and never gets probability; +inf is clamped so that z - z_max stays finite.
     auto clean = [](float l) {
         if (std::isnan(l)) return -std::numeric_limits<float>::infinity();
         return l == std::numeric_limits<float>::infinity() ? FLT_MAX : l;
     };
-    // A tiny temperature can overflow z: keep it finite, like +inf logits.
-    auto scaled = [inv_temperature](float l) {
-        const float z = l * inv_temperature;
-        return z == std::numeric_limits<float>::infinity() ? FLT_MAX : z;
-    };
     for (int64_t i = 0; i < n_vocab_; ++i) {
-        cand_[static_cast<size_t>(i)] = {scaled(clean(logits[i])), static_cast<int32_t>(i)};
+        cand_[static_cast<size_t>(i)] = {clean(logits[i]), static_cast<int32_t>(i)};
     }
     // Step 1: only the tokens in the window or generated before differ from the plain values;
     // each is recomputed from its logit once, the penalties in a fixed order (HF's repetition
@@ -123,7 +131,8 @@ void Sampler::load(const float* logits, const uint8_t* allowed, float inv_temper
                 l -= params_.frequency_penalty * static_cast<float>(count_[id]);
                 l -= params_.presence_penalty;
             }
-            cand_[id].z = scaled(l);
+            // A penalty can overflow (a repeat_penalty below 1): keep z finite, like +inf logits.
+            cand_[id].z = l == std::numeric_limits<float>::infinity() ? FLT_MAX : l;
         };
         if (repetition) {
             for (int64_t i = 0; i < history_size_; ++i) penalize(history_[static_cast<size_t>(i)]);
@@ -212,20 +221,33 @@ void Sampler::select_top_k(int64_t k) {
     }
 }
 
-void Sampler::filter(bool sorted) {
+void Sampler::filter(float inv_temperature, bool sorted) {
     const auto begin = cand_.begin();
-    float z_max = -std::numeric_limits<float>::infinity();
-    for (const Candidate& c : cand_) z_max = std::max(z_max, c.z);
-    BITNET_CHECK(z_max != -std::numeric_limits<float>::infinity(), ShapeError,
-                 "cannot sample: every logit is NaN, -inf or masked out");
-    auto weight = [z_max](const Candidate& c) { return static_cast<double>(std::exp(c.z - z_max)); };
-
-    // Step 3, top-k: the k best move to the front, unordered.
+    // Step 3, top-k, on the step-1 values: the k best move to the front, sorted. Selecting
+    // before the temperature is applied, and sorting what is kept, makes the rest of the draw a
+    // function of the k best values alone: every token outside them may be anything below them
+    // (-inf included, as the exact-top-k output layer leaves them) without changing the token
+    // drawn. (Scaling by 1/T can round two different logits to one value; selected after it,
+    // such a pair would be ordered by id instead of by logit.)
     int64_t n = n_vocab_;
     if (params_.top_k > 0 && params_.top_k < n) {
         n = params_.top_k;
         select_top_k(n);
+        std::sort(begin, begin + n, before);
     }
+    // Step 2, temperature, on what is left: z * (1/T), rounded exactly as load() would.
+    if (inv_temperature != 1.0f) {
+        for (int64_t i = 0; i < n; ++i) {
+            const float z = cand_[static_cast<size_t>(i)].z * inv_temperature;
+            cand_[static_cast<size_t>(i)].z = z == std::numeric_limits<float>::infinity() ? FLT_MAX : z;
+        }
+    }
+    float z_max = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) z_max = std::max(z_max, cand_[static_cast<size_t>(i)].z);
+    BITNET_CHECK(z_max != -std::numeric_limits<float>::infinity(), ShapeError,
+                 "cannot sample: every logit is NaN, -inf or masked out");
+    auto weight = [z_max](const Candidate& c) { return static_cast<double>(std::exp(c.z - z_max)); };
+
     // The normalizer of the top-k set (top-p is measured against it) and, for top-p, the mass
     // in each bin of log-probability gap.
     const bool top_p = params_.top_p < 1.0f;
@@ -308,25 +330,19 @@ int32_t Sampler::sample(const float* logits, const uint8_t* allowed, TokenLogpro
     const bool greedy = !(params_.temperature > 0.0f);
     const float inv_temperature = greedy ? 1.0f : 1.0f / params_.temperature;
     int32_t token = 0;
+    // The step-1 values (for the log-probabilities and top-k); filter() applies the temperature.
+    load(logits, allowed);
     if (out == nullptr) {
-        load(logits, allowed, inv_temperature);
         if (greedy) return argmax();
     } else {
-        // The step-1 values first (for the log-probabilities), then scaled in place: z * (1/T)
-        // rounds exactly as load() with the temperature would, so the draw is the same.
-        load(logits, allowed, 1.0f);
         logprobs(out, n_top);
         if (greedy) {
             token = argmax();
             out->logprob = static_cast<float>(static_cast<double>(pen_[static_cast<size_t>(token)]) - pen_lse_);
             return token;
         }
-        for (Candidate& c : cand_) {
-            const float z = c.z * inv_temperature;
-            c.z = z == std::numeric_limits<float>::infinity() ? FLT_MAX : z;
-        }
     }
-    filter(/*sorted=*/false);
+    filter(inv_temperature, /*sorted=*/false);
     const double u = uniform() * kept_mass_;
     double acc = 0.0;
     token = cand_[n_kept_ - 1].id;  // u rounded up to the total
@@ -347,21 +363,20 @@ void Sampler::distribution(const float* logits, std::vector<int32_t>* ids,
                            std::vector<double>* probs, const uint8_t* allowed) {
     ids->clear();
     probs->clear();
+    load(logits, allowed);
     if (!(params_.temperature > 0.0f)) {
-        load(logits, allowed, 1.0f);
         ids->push_back(argmax());
         probs->push_back(1.0);
         return;
     }
-    load(logits, allowed, 1.0f / params_.temperature);
-    filter(/*sorted=*/true);
+    filter(1.0f / params_.temperature, /*sorted=*/true);
     for (int64_t i = 0; i < n_kept_; ++i) {
         ids->push_back(cand_[i].id);
         probs->push_back(weight_[i] / kept_mass_);
     }
 }
 
-void sample_rows(SampleRow* rows, int64_t n, ThreadPool* pool) {
+void sample_rows(SampleRow* rows, int64_t n, ThreadPool* pool, bool throw_on_error) {
     auto run = [rows](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
             SampleRow& r = rows[i];
@@ -386,7 +401,7 @@ void sample_rows(SampleRow* rows, int64_t n, ThreadPool* pool) {
             run(begin, end);
         });
     }
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < n && throw_on_error; ++i) {
         BITNET_CHECK(rows[i].error.empty(), ShapeError, "row ", i, ": ", rows[i].error);
     }
 }

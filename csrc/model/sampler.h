@@ -10,7 +10,9 @@
 //      log_softmax of the penalized, masked logits, before temperature and truncation;
 //   2. temperature: z = logit / temperature. temperature <= 0 means greedy: the largest
 //      penalized logit, ties to the lowest id, and steps 3-6 are skipped;
-//   3. top-k: keep the top_k largest z (exactly k; ties broken by the lower id). top_k <= 0 or
+//   3. top-k: keep the top_k largest penalized logits (exactly k; ties broken by the lower id;
+//      selected before the division by the temperature, which is monotone, so this is the top_k
+//      largest z except where rounding makes two different logits one z). top_k <= 0 or
 //      >= n_vocab keeps all;
 //   4. top-p: over the top-k set, renormalized, keep the smallest prefix in descending
 //      probability whose mass reaches top_p (a token is kept while the mass ranked above it is
@@ -25,6 +27,12 @@
 // sorts the whole vocabulary (distribution(), for tests, sorts what it returns). On one core of
 // the development machine a 128k vocabulary takes about 0.4 ms with top-k 40 and 1-2 ms with
 // top-p alone, against tens of milliseconds for the forward pass of a 2B model.
+//
+// Exact-top-k rows (model/output_topk.h): with top_k > 0 (or greedy), the token drawn depends only
+// on the values of the top_k largest penalized, allowed logits (the greedy case: the largest),
+// never on the values below them: the kept set is sorted before anything else reads it. So a
+// row in which only those (and the penalized tokens, see penalized_tokens()) are exact and the
+// rest are -inf gives the same token, log-probabilities aside, as the full row.
 //
 // Determinism: the generator is std::mt19937_64 (its output sequence is fixed by the C++
 // standard) turned into doubles by bit manipulation, not by std::uniform_real_distribution
@@ -91,6 +99,11 @@ class Sampler {
     // (not a prompt token) also counts for the presence and frequency penalties.
     void accept(int32_t token, bool generated = true);
 
+    // The distinct tokens whose logits step 1 changes at the next sample(): those in the
+    // repetition window (when repeat_penalty != 1) and those generated so far (when a presence
+    // or frequency penalty is set), in no particular order.
+    std::vector<int32_t> penalized_tokens() const;
+
     // Forgets the history and the counts, and restarts the generator from seed.
     void reset(uint64_t seed);
 
@@ -111,16 +124,17 @@ class Sampler {
         return a.z > b.z || (a.z == b.z && a.id < b.id);
     }
 
-    // Fills cand_ with the penalized, masked, temperature-scaled logits (step 1 and 2).
-    void load(const float* logits, const uint8_t* allowed, float inv_temperature);
-    // Fills out from cand_ as load() left it with inv_temperature 1 (the step-1 values), except
-    // the sampled token's log-probability (logprob_of() after the draw). Keeps a copy in pen_.
+    // Fills cand_ with the penalized, masked logits (step 1).
+    void load(const float* logits, const uint8_t* allowed);
+    // Fills out from cand_ as load() left it (the step-1 values), except the sampled token's
+    // log-probability (taken from pen_ after the draw). Keeps a copy in pen_.
     void logprobs(TokenLogprobs* out, int64_t n_top);
     // Greedy choice over cand_ as load() left it.
     int32_t argmax() const;
-    // Runs steps 3-5: afterwards cand_[0 .. n_kept_) holds the kept tokens (sorted when
-    // `sorted`), weight_[i] = exp(z_i - z_max) and kept_mass_ their sum.
-    void filter(bool sorted);
+    // Runs steps 3 (on the step-1 values load() left), 2 (z = value * inv_temperature, on
+    // what top-k kept) and 4-5: afterwards cand_[0 .. n_kept_) holds the kept tokens (sorted
+    // when `sorted`), weight_[i] = exp(z_i - z_max) and kept_mass_ their sum.
+    void filter(float inv_temperature, bool sorted);
     // Moves the k best candidates to cand_[0 .. k), unordered.
     void select_top_k(int64_t k);
     double uniform();
@@ -159,7 +173,8 @@ struct SampleRow {
 // Samples every row; with a pool, rows are split over its threads (the caller's thread
 // included). Each row's result is what rows[i].sampler->sample() alone would give. A row that
 // fails (every token masked) records its message and the others still run; the call then
-// throws ShapeError naming the first failed row. Call it without the Python GIL.
-void sample_rows(SampleRow* rows, int64_t n, ThreadPool* pool);
+// throws ShapeError naming the first failed row, unless throw_on_error is false (the caller
+// reads rows[i].error). Call it without the Python GIL.
+void sample_rows(SampleRow* rows, int64_t n, ThreadPool* pool, bool throw_on_error = true);
 
 }  // namespace bitnet

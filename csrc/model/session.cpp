@@ -44,7 +44,9 @@ void Session::truncate(int64_t n) {
     n_past_ = n;  // cache rows beyond n are simply overwritten later
 }
 
-void Session::decode(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+TopKCounts Session::topk_counts() const { return decoder_->topk_counts(); }
+
+void Session::decode(const int32_t* tokens, int64_t n, float* logits, bool all_logits, int64_t topk) {
     const ModelConfig& c = model_->config();
     BITNET_CHECK(n >= 1, ShapeError, "decode needs at least one token");
     BITNET_CHECK(n <= n_ctx_ - n_past_, ShapeError, "context overflow: ", n_past_,
@@ -57,6 +59,7 @@ void Session::decode(const int32_t* tokens, int64_t n, float* logits, bool all_l
     SequenceStep& s = step[0];
     s.block_table = block_table_.data();
     s.n_table = static_cast<int64_t>(block_table_.size());
+    s.topk = topk;
     for (int64_t start = 0; start < n; start += n_batch_) {
         const int64_t count = std::min(n_batch_, n - start);
         const bool last_chunk = start + count == n;

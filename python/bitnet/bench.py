@@ -18,6 +18,11 @@ B*P / time), then N tokens generated for each of them, all B advanced in every s
 batched decoder (``tg<N> x<B>``, B*N / time: the aggregate; ``per_seq_tokens_per_s`` = N / time,
 the speed one user sees).
 
+With ``exact_topk=K`` (``--exact-topk [K]``) the model is loaded with the exact-top-k pre-pass and
+every tg step asks for only the K largest logits (K = 1 by default: the argmax the test takes);
+those results also give the fraction of output rows recomputed exactly and count the bytes read
+per token as the pre-pass plus those rows (instead of the full q8_0 output layer).
+
 Figures are the median over repetitions with the standard deviation and the min-max range. Each
 result records the commit, CPU, kernel ISA, threads, model size (bytes and parameters) and, for
 tg, the bytes of weights read per token with the bandwidth that implies (bytes x tokens/s), so
@@ -81,6 +86,9 @@ class BenchResult:
     n_parallel: int = 1  # sequences processed together (--parallel)
     per_seq_tokens_per_s: float | None = None  # --parallel: median tokens/s of one sequence
     kv_cache: str = "f16"  # KV cache type
+    topk: int = 0  # tg with the exact-top-k output layer: logits wanted per step (0: full layer)
+    exact_rows_fraction: float | None = None  # topk: output rows recomputed / rows, mean
+    bytes_read_per_token: int | None = None  # topk: pre-pass + recomputed rows (else the report's)
 
 
 @dataclass
@@ -101,6 +109,10 @@ class BenchReport:
     kernels: Any
     bytes_read_per_token: int
     bytes_read_note: str
+    exact_topk: int = 0  # K of --exact-topk (0: off)
+    topk_pass_bytes: int = 0  # bytes of the pre-pass per token
+    output_bytes: int = 0  # bytes of the full q8_0 output layer per token
+    n_vocab: int = 0
     read_bandwidth_gbps: dict[int, float] = field(default_factory=dict)
     results: list[BenchResult] = field(default_factory=list)
 
@@ -227,6 +239,20 @@ def measure_read_bandwidth(threads: int, *, size_mb: int = 512, reps: int = 5) -
     return float(statistics.median(best))
 
 
+def _topk_result(
+    report: BenchReport, r: BenchResult, before: Any, after: Any, k: int, n_seq: int = 1
+) -> None:
+    """Fills a tg result's top-k figures from the decoder's counters around its runs: the mean
+    fraction of output rows recomputed exactly, and the bytes of weights one step reads (the
+    rest of the weights and the pre-pass once, the recomputed q8_0 rows once per sequence)."""
+    rows, exact = after[0] - before[0], after[1] - before[1]
+    frac = exact / (rows * report.n_vocab) if rows else 0.0
+    body = report.bytes_read_per_token - report.output_bytes
+    r.topk = k
+    r.exact_rows_fraction = frac
+    r.bytes_read_per_token = int(body + report.topk_pass_bytes + n_seq * frac * report.output_bytes)
+
+
 def _open_model(path: str, n_threads: int, n_batch: int, options: dict[str, Any]) -> Any:
     """The model through bitnet.Model (for its statistics); sessions are made per test."""
     from .model import Model
@@ -275,6 +301,7 @@ def run_bench(
     parallel: Sequence[int] = (),
     kv_cache: str = "f16",
     n_batch: int = 2048,
+    exact_topk: int = 0,
     progress: Any = None,
 ) -> BenchReport:
     """Measures pp and tg of the model at each thread count (see the module docstring).
@@ -297,6 +324,8 @@ def run_bench(
         kv_cache: KV cache type: "f16", "q8_0" or "f32".
         n_batch: Most tokens per forward pass of a batched prompt test (prompts are split into
             steps of at most this many tokens, all sequences' chunks together).
+        exact_topk: K > 0: load the model with the exact-top-k pre-pass and ask for only the K
+            largest logits in every tg step (module docstring); 0: the full output layer.
         progress: Optional callable taking one line of progress text.
 
     Returns:
@@ -316,6 +345,8 @@ def run_bench(
         raise ValueError("--parallel runs at depth 0 only (like llama-batched-bench)")
     if n_batch < 1:
         raise ValueError("--batch must be at least 1")
+    if isinstance(exact_topk, bool) or not isinstance(exact_topk, int) or exact_topk < 0:
+        raise ValueError(f"--exact-topk must be an integer >= 0, got {exact_topk!r}")
     p = os.fspath(path)
     if not Path(p).is_file():
         raise FileNotFoundError(f"{p}: no such file")
@@ -327,6 +358,8 @@ def run_bench(
         if v is not None
     }
     options["kv_cache"] = kv_cache
+    if exact_topk:
+        options["exact_topk"] = True
     report: BenchReport | None = None
     for t in threads:
         model = _open_model(p, t, max(n_prompt, 1), options)
@@ -334,6 +367,7 @@ def run_bench(
             core = model._core
             if report is None:
                 report = _new_report(p, model, info, info_isa)
+                report.exact_topk = exact_topk
             if parallel:
                 for b in parallel:
                     _batched_tests(
@@ -360,7 +394,11 @@ def _new_report(path: str, model: Any, info: Any, info_isa: str) -> BenchReport:
     core = model._core
     params, types, read, read_note = _model_stats(core)
     name = core.file.get("general.name") or Path(path).stem
+    topk_info = _core.output_topk_info(core) if core.output_type == "q8_0" else {}
     return BenchReport(
+        topk_pass_bytes=int(topk_info.get("pass_bytes", 0)),
+        output_bytes=int(topk_info.get("q8_bytes", 0)),
+        n_vocab=int(core.config["n_vocab"]),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         commit=_commit(),
         cpu=str(info.get("brand") or _cpu_brand()) if isinstance(info, dict) else _cpu_brand(),
@@ -416,20 +454,27 @@ def _session_tests(
         note(f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s")
     if n_gen:
         first = int(rng.integers(0, n_vocab))
+        k = report.exact_topk
         samples = []
+        counts = session.topk_counts
         for rep in range(reps + 1):
             session.truncate(depth)
             tok = np.array([first], dtype=np.int32)
+            if rep == 1:
+                counts = session.topk_counts  # the warm-up run is not counted
             t0 = time.perf_counter()
             for _ in range(n_gen):
-                logits = session.decode(tok, False)
+                logits = session.decode(tok, False, topk=k)
                 tok[0] = int(np.argmax(logits))
             dt = time.perf_counter() - t0
             if rep:
                 samples.append(dt)
         r = _summary(f"tg{n_gen}{suffix}", 0, n_gen, t, applied, n_gen, samples)
         r.n_depth, r.kv_cache = depth, kv_cache
-        r.gb_per_s = report.bytes_read_per_token * r.tokens_per_s / 1e9
+        if k:
+            _topk_result(report, r, counts, session.topk_counts, k)
+        read = r.bytes_read_per_token or report.bytes_read_per_token
+        r.gb_per_s = read * r.tokens_per_s / 1e9
         report.results.append(r)
         note(f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s")
 
@@ -488,14 +533,18 @@ def _batched_tests(
         note(f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s")
     if n_gen:
         samples = []
+        k = report.exact_topk
+        counts = dec.topk_counts
         for rep in range(reps + 1):
             if n_prompt:
                 prefill()  # not timed: generation starts after the prompts
             tok = prompts[:, :1].copy() if not n_prompt else prompts[:, -1:].copy()
             n_past = n_prompt
+            if rep == 1:
+                counts = dec.topk_counts  # the warm-up run is not counted
             t0 = time.perf_counter()
             for _ in range(n_gen):
-                logits = dec.step([(tables[i], n_past, tok[i], 1) for i in range(n_seq)])
+                logits = dec.step([(tables[i], n_past, tok[i], 1, k or None) for i in range(n_seq)])
                 tok[:, 0] = np.argmax(logits, axis=1)
                 n_past += 1
             dt = time.perf_counter() - t0
@@ -504,8 +553,11 @@ def _batched_tests(
         r = _summary(f"tg{n_gen}{label}", 0, n_gen, t, applied, n_seq * n_gen, samples)
         r.n_parallel, r.kv_cache = n_seq, kv_cache
         r.per_seq_tokens_per_s = r.tokens_per_s / n_seq
+        if k:
+            _topk_result(report, r, counts, dec.topk_counts, k, n_seq)
         # One read of the weights per step, shared by the n_seq tokens of the step.
-        r.gb_per_s = report.bytes_read_per_token * r.per_seq_tokens_per_s / 1e9
+        read = r.bytes_read_per_token or report.bytes_read_per_token
+        r.gb_per_s = read * r.per_seq_tokens_per_s / 1e9
         report.results.append(r)
         note(
             f"{r.test} t={t}: {r.tokens_per_s:.2f} tokens/s ({r.per_seq_tokens_per_s:.2f} per seq)"
@@ -546,6 +598,15 @@ def to_markdown(report: BenchReport) -> str:
     if isinstance(report.kernels, dict):
         fams = ", ".join(f"{k} x{v}" for k, v in dict(report.kernels.get("linear", {})).items())
         lines.append(f"BitLinear kernels: {fams}; output layer {report.kernels.get('output')}")
+    if report.exact_topk:
+        fracs = [r.exact_rows_fraction for r in report.results if r.exact_rows_fraction is not None]
+        lines.append(
+            f"output layer: exact top-{report.exact_topk} (pre-pass "
+            f"{report.topk_pass_bytes / (1 << 20):.1f} MiB/token instead of "
+            f"{report.output_bytes / (1 << 20):.1f} MiB, then the candidate rows exactly: "
+            + ", ".join(f"{100 * f:.2f}%" for f in fracs)
+            + " of the rows in the tg tests); tg GB/s counts those bytes"
+        )
     if report.read_bandwidth_gbps:
         bw = ", ".join(f"{v:.1f} GB/s at {k} t" for k, v in report.read_bandwidth_gbps.items())
         lines.append(f"measured read bandwidth: {bw}")
@@ -703,6 +764,16 @@ def add_parser(sub: Any) -> Any:
         default="f16",
         help="KV cache type (default f16)",
     )
+    b.add_argument(
+        "--exact-topk",
+        type=int_at_least(1),
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="K",
+        help="load the exact-top-k output pre-pass and ask for only the K largest logits in "
+        "each tg step (K default 1: the argmax); reports the rows recomputed and the bytes read",
+    )
     b.add_argument("--seed", type=int, default=0, help="seed of the random prompt (default 0)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     b.set_defaults(func=run)
@@ -736,6 +807,7 @@ def run(args: Any) -> int:
         depths=args.depth,
         parallel=args.parallel or (),
         kv_cache=args.kv_cache,
+        exact_topk=args.exact_topk,
         progress=None if args.quiet else (lambda line: print(line, file=err, flush=True)),
     )
     sys.stdout.write(to_json(report) + "\n" if args.output == "json" else to_markdown(report))

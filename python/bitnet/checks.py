@@ -97,6 +97,7 @@ def check_load_options(
     output_type: Any = "auto",
     isa: Any = None,
     kernel: Any = None,
+    exact_topk: Any = False,
 ) -> None:
     """Checks the type and range of each load option.
 
@@ -113,6 +114,14 @@ def check_load_options(
     if kv_budget is not None:
         _int("kv_budget", kv_budget, 1, 1 << 40)
     _int("max_queue", max_queue, 0, MAX_QUEUE)
+    if not isinstance(exact_topk, bool):
+        raise ParameterError("exact_topk", f"exact_topk must be True or False, got {exact_topk!r}")
+    if exact_topk and output_type == "f32":
+        raise ParameterError(
+            "exact_topk",
+            "exact_topk=True reads the q8_0 output layer; it needs output_type 'auto' or 'q8_0', "
+            "got 'f32'",
+        )
     if n_batch < n_parallel:
         raise ParameterError(
             "n_batch",

@@ -68,6 +68,7 @@ class Model(GenerationMixin):
         kv_budget: int | None = None,
         max_queue: int = 64,
         output_type: str = "auto",
+        exact_topk: bool = False,
         isa: str | None = None,
         kernel: str | None = None,
     ) -> None:
@@ -83,10 +84,13 @@ class Model(GenerationMixin):
             output_type=output_type,
             isa=isa,
             kernel=kernel,
+            exact_topk=exact_topk,
         )
         check_model_path(self.path)
         # The OS's bytes of the path: a str with surrogates (undecodable bytes) cannot cross.
-        self._core = _core.Model(os.fsencode(self.path), output_type, isa or "", kernel or "")
+        self._core = _core.Model(
+            os.fsencode(self.path), output_type, isa or "", kernel or "", exact_topk
+        )
         head_dim = int(self._core.config["head_dim"])
         if kv_cache == "q8_0" and head_dim % 32:
             raise UnsupportedError(
@@ -158,12 +162,25 @@ class Model(GenerationMixin):
         return str(self._core.output_type)
 
     @property
+    def exact_topk(self) -> bool:
+        """Whether the exact-top-k pre-pass of the output layer was built (``exact_topk=True``):
+        requests that need only the largest logits then read about half of the output layer's
+        bytes (docs/kernels.md, "Exact top-k")."""
+        return bool(self._core.topk_prepass)
+
+    @property
     def kernels(self) -> dict[str, Any]:
-        """Which kernels run this model: the ISA and the family of each BitLinear weight."""
+        """Which kernels run this model: the ISA, the family of each BitLinear weight, the output
+        layer (``"q8_0"`` or ``"f32"``) and whether its exact-top-k pre-pass is built."""
         families: dict[str, int] = {}
         for info in self._core.linear_info():
             families[info["kernel"]] = families.get(info["kernel"], 0) + 1
-        return {"isa": self._core.kernel_isa, "linear": families, "output": self.output_type}
+        return {
+            "isa": self._core.kernel_isa,
+            "linear": families,
+            "output": self.output_type,
+            "exact_topk": self.exact_topk,
+        }
 
     @property
     def metadata(self) -> Any:
@@ -402,6 +419,7 @@ def load(
     kv_budget: int | None = None,
     max_queue: int = 64,
     output_type: str = "auto",
+    exact_topk: bool = False,
     isa: str | None = None,
     kernel: str | None = None,
     revision: str | None = None,
@@ -431,6 +449,13 @@ def load(
         output_type: The output layer: ``"auto"`` (int8 where the hidden size allows it),
             ``"q8_0"`` (int8 blocks of 32, like ggml's Q8_0: a quarter of f32's bytes, logits
             within about 1% of exact) or ``"f32"`` (exact float products of the file's values).
+        exact_topk: Also build a 4-bit pre-pass of the q8_0 output layer with per-row error
+            bounds (docs/kernels.md, "Exact top-k"; a third more memory for the output layer).
+            Requests that need only the largest logits (greedy, or top_k > 0 without logprobs)
+            then read about 4.5 bits per output weight instead of 9, and recompute exactly only
+            the rows that can reach their top_k: the tokens they get are identical to the
+            q8_0 path's. Other requests use the full layer. Pays on trained models (confident
+            predictions); on random weights almost every row is recomputed and it costs more.
         isa: Kernel instruction set (``"ref"``, ``"avx2"``, ``"avx512"``, ``"avx512vnni"``,
             ``"avx512vbmi"``, ``"neon"``, ``"dotprod"``; None: the best this CPU has, or
             ``BITNET_ISA``). For comparisons and debugging.
@@ -468,6 +493,7 @@ def load(
         kv_budget=kv_budget,
         max_queue=max_queue,
         output_type=output_type,
+        exact_topk=exact_topk,
         isa=isa,
         kernel=kernel,
     )

@@ -2,7 +2,10 @@
 // tokens and log-probabilities, rows with and without masks, penalties and alternatives, and a
 // failing row reported without stopping the others. Run by ctest, so the sanitizer build covers
 // the threaded sampler.
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -109,6 +112,50 @@ int main() {
         }
         check(threw, "all-masked row raises ShapeError naming row 1");
         check(rows[0].token >= 0 && rows[0].error.empty(), "the other row was drawn");
+        // Without throwing, the failed row reports its error and the other is drawn.
+        rows[0].token = rows[1].token = -7;
+        sample_rows(rows.data(), 2, &pool, /*throw_on_error=*/false);
+        check(rows[0].token >= 0 && rows[0].error.empty() && rows[1].token == -1 &&
+                  !rows[1].error.empty(),
+              "throw_on_error = false records the failed row");
+    }
+
+    // Exact-top-k rows: a sampler that sees only the forced (penalized) tokens and the eligible
+    // tokens at or above the k-th largest exact, the rest -inf, draws what it draws from the
+    // full row (model/sampler.h).
+    for (int i = 0; i < 12; ++i) {
+        SamplerParams p = params_of(i);
+        if (p.top_k == 0 && p.temperature > 0.0f) p.top_k = 1 + 13 * i;  // top-k rows need top_k
+        Sampler full(n_vocab, p), topk(n_vocab, p);
+        const int64_t k = p.temperature > 0.0f ? p.top_k : 1;
+        std::vector<float> row(static_cast<size_t>(n_vocab));
+        std::vector<float> sorted;
+        int same = 0;
+        for (int step = 0; step < 60; ++step) {
+            for (auto& l : logits) l = normal(rng);
+            const uint8_t* allowed = i % 3 == 1 ? mask.data() : nullptr;
+            std::vector<uint8_t> forced(static_cast<size_t>(n_vocab), 0);
+            for (int32_t t : full.penalized_tokens()) forced[static_cast<size_t>(t)] = 1;
+            sorted.clear();
+            for (int64_t j = 0; j < n_vocab; ++j) {
+                if (!forced[static_cast<size_t>(j)] && (allowed == nullptr || allowed[j])) {
+                    sorted.push_back(logits[static_cast<size_t>(j)]);
+                }
+            }
+            std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+            const float kth = sorted[static_cast<size_t>(std::min<int64_t>(k, sorted.size()) - 1)];
+            for (int64_t j = 0; j < n_vocab; ++j) {
+                const float l = logits[static_cast<size_t>(j)];
+                const bool keep = forced[static_cast<size_t>(j)] || l >= kth || rng() % 50 == 0;
+                row[static_cast<size_t>(j)] = keep ? l : -std::numeric_limits<float>::infinity();
+            }
+            const int32_t a = full.sample(logits.data(), allowed);
+            const int32_t b = topk.sample(row.data(), allowed);
+            same += a == b;
+            full.accept(a);
+            topk.accept(b);
+        }
+        check(same == 60, "top-k rows draw the full rows' tokens, params " + std::to_string(i));
     }
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;

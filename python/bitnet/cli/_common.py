@@ -243,6 +243,12 @@ def add_sampling_options(p: argparse.ArgumentParser, max_tokens: int) -> None:
         metavar="TEXT",
         help="stop when TEXT appears (not printed); repeat the flag for several strings",
     )
+    g.add_argument(
+        "--exact-topk",
+        action="store_true",
+        help="read about half of the output layer when sampling with --top-k > 0 or --temp 0 "
+        "(identical tokens; pays on trained models: docs/usage.md)",
+    )
     p.set_defaults(default_max_tokens=max_tokens)
 
 
@@ -310,6 +316,8 @@ def load_model(args: argparse.Namespace, notes: Notes, **options: Any) -> Any:
     from ..model import load
 
     name = model_name(args)
+    if getattr(args, "exact_topk", False) is True:  # generate and chat's --exact-topk
+        options.setdefault("exact_topk", True)
     start = time.perf_counter()
     try:
         model = load(

@@ -201,7 +201,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for t in tensors:
         shape = "x".join(str(d) for d in t["shape"])
         print(f"  {t['name']:<32} {t['type_name']:<6} {shape:<16} {t['size_bytes']:>12} bytes")
+    line = _output_layer_line(tensors)
+    if line:
+        print(f"\n{line}")
     return 0
+
+
+def _output_layer_line(tensors: list[dict[str, Any]]) -> str | None:
+    """What the output layer reads per token, with and without the exact-top-k pre-pass."""
+    by_name = {t["name"]: t for t in tensors}
+    t = by_name.get("output.weight") or by_name.get("token_embd.weight")
+    if t is None or len(t["shape"]) != 2:
+        return None
+    n_embd, n_vocab = (int(d) for d in t["shape"])
+    head = f"output layer ({t['name']}, {n_vocab} rows of {n_embd}):"
+    if n_embd % 32:
+        return f"{head} f32 (the hidden size is not a multiple of 32: no q8_0, no exact top-k)"
+    n = n_vocab * n_embd
+    q8 = n + 4 * (n // 32)
+    prepass = n // 2 + 2 * (n // 32) + 4 * n_vocab
+    return (
+        f"{head} q8_0 reads {q8 / 1e6:.1f} MB per token; with exact_topk=True "
+        f"(bitnet.load, --exact-topk) a {prepass / 1e6:.1f} MB pre-pass "
+        f"({8 * prepass / n:.2f} bits per weight) plus the rows that may reach the top k"
+    )
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

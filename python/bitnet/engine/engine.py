@@ -13,10 +13,22 @@ Who owns what (docs/architecture.md):
   :class:`~bitnet.engine.handle.RequestHandle`.
 
 One step: drop cancelled requests; schedule (decodes first, then prompt chunks, at most n_batch
-tokens); run the decoder over every scheduled sequence at once (one read of the weights); sample
-one token for every sequence whose chunk reached its end, all rows in one C++ call on a thread
-pool; apply EOS, stop strings, max_tokens, the context limit and the constraint; push one chunk
-per token to each handle.
+tokens); fill the constraint masks of the sequences that will sample; run the decoder over every
+scheduled sequence at once (one read of the weights); sample one token for every sequence whose
+chunk reached its end, all rows in one C++ call on a thread pool; apply EOS, stop strings,
+max_tokens, the context limit and the constraint; push one chunk per token to each handle.
+
+Exact top-k (a model loaded with ``exact_topk=True``): a request whose draw reads only its
+top_k largest logits asks the decoder for just those (:meth:`Engine._topk_spec` says when):
+greedy requests k = 1, top_k > 0 requests k = top_k; the tokens its penalties change are passed
+as forced (computed exactly) and its constraint's mask as the allowed set. The decoder returns
+their exact q8_0 values and -inf elsewhere, and the sampler's draw depends only on those
+values (model/sampler.h), so the tokens are identical to the full output layer's.
+
+Failures: an exception while handling one request on the engine thread (making its sampler,
+its constraint, its draw, its text) fails that request alone: its handle raises a BitnetError
+naming it, its slot and blocks are freed, and the others go on. An exception of the step itself
+(the decoder) stops the engine and fails every request.
 
 Determinism: each request has its own seeded sampler, and the decoder's logits for a sequence
 do not depend on the rest of the batch, on how its prompt was chunked, on prefix-cache hits or
@@ -53,6 +65,9 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "EngineStats", "TokenConstraint"]
 
 KV_TYPES = ("f16", "q8_0", "f32")
+# Exact top-k is used up to top_k = n_vocab / _TOPK_MAX_FRACTION (beyond, most rows would be
+# recomputed exactly anyway, and the pre-pass would only add bytes).
+_TOPK_MAX_FRACTION = 8
 
 
 class TokenConstraint(Protocol):
@@ -84,10 +99,13 @@ class EngineStats:
     requests_total: int  # accepted by submit()
     requests_rejected_total: int  # refused with QueueFullError
     requests_finished: dict[str, int] = field(default_factory=dict)  # by finish reason
+    requests_failed_total: int = 0  # ended by an error of their own (their handle raises)
     preemptions_total: int = 0
     steps_total: int = 0
     step_tokens_total: int = 0  # tokens computed by the decoder
     busy_s: float = 0.0  # time spent in steps
+    topk_rows_total: int = 0  # sampled rows computed with the exact-top-k output layer
+    topk_exact_rows_total: int = 0  # output rows it recomputed exactly for them
     alive: bool = True  # False once closed or failed
 
 
@@ -146,10 +164,14 @@ class Engine:
             lasts about max(max_step_ms, 1.5 x a step of the decodes alone), from an online
             model of step time: on a CPU every prompt token in a step delays the tokens of
             everyone decoding in it. None: only n_batch limits a step.
+        exact_topk: Ask the decoder for only the largest logits where a request's draw needs
+            no more (module docstring). None: whenever the model has the pre-pass
+            (``bitnet.load(..., exact_topk=True)``); True requires it; False never.
 
     Raises:
         ParameterError: An option out of range (names it).
-        UnsupportedError: The KV type does not suit the model (q8_0 needs head_dim % 32 == 0).
+        UnsupportedError: The KV type does not suit the model (q8_0 needs head_dim % 32 == 0),
+            or exact_topk=True for a model loaded without the pre-pass.
 
     Thread safety: every public method may be called from any thread.
     """
@@ -169,6 +191,7 @@ class Engine:
         prefill: PrefillPolicy = "round_robin",
         prefix_cache: bool = True,
         max_step_ms: float | None = 250.0,
+        exact_topk: bool | None = None,
     ) -> None:
         _check_int("n_ctx", n_ctx, 1)
         if max_step_ms is not None and not max_step_ms > 0:
@@ -184,6 +207,12 @@ class Engine:
             raise ParameterError(
                 "kv_cache", f"kv_cache must be one of {', '.join(KV_TYPES)}, got {kv_cache!r}"
             )
+        has_topk = bool(getattr(model, "exact_topk", False))
+        if exact_topk and not has_topk:
+            raise UnsupportedError(
+                "exact_topk=True needs a model loaded with bitnet.load(..., exact_topk=True)"
+            )
+        self.exact_topk = has_topk if exact_topk is None else bool(exact_topk)
         self._model = weakref.ref(model)
         self.n_vocab = model.n_vocab
         self.n_ctx = n_ctx
@@ -229,6 +258,7 @@ class Engine:
             "steps": 0,
             "step_tokens": 0,
             "busy_s": 0.0,
+            "failed": 0,
             "finished": {"stop": 0, "length": 0, "context": 0, "cancelled": 0},
         }
         self._thread = threading.Thread(target=self._loop, name="bitnet-engine", daemon=True)
@@ -348,6 +378,7 @@ class Engine:
     # -- state -----------------------------------------------------------------------------------
     def stats(self) -> EngineStats:
         """A snapshot of the queue, the KV cache and the counters."""
+        topk_rows, topk_exact = getattr(self._decoder, "topk_counts", (0, 0))
         with self._lock:
             bm = self._blocks
             bt = bm.block_tokens
@@ -367,10 +398,13 @@ class Engine:
                 requests_total=c["requests"],
                 requests_rejected_total=c["rejected"],
                 requests_finished=dict(c["finished"]),
+                requests_failed_total=c["failed"],
                 preemptions_total=self._sched.preemptions_total,
                 steps_total=c["steps"],
                 step_tokens_total=c["step_tokens"],
                 busy_s=c["busy_s"],
+                topk_rows_total=topk_rows,
+                topk_exact_rows_total=topk_exact,
                 alive=not self._closed and self._error is None,
             )
 
@@ -455,40 +489,56 @@ class Engine:
             if req.t_scheduled is None:
                 req.t_scheduled = now
                 req.n_cached_tokens = seq.n_cached_tokens
-                req.sampler = self._make_sampler(req.params, req.seed, seq.tokens)
+                try:
+                    req.sampler = self._make_sampler(req.params, req.seed, seq.tokens)
+                except Exception as e:  # noqa: BLE001 (this request fails, the others go on)
+                    self._fail(seq, e)
         for seq in plan.cancelled:
-            self._end(seq, "cancelled", release=False)
-        if not plan.chunks:
-            return
-        inputs = []
+            self._guarded(seq, self._end, seq, "cancelled")
+        inputs: list[tuple[Any, ...]] = []
         sampled: list[SequenceState] = []
-        prompt_only: list[SequenceState] = []
+        ended: list[tuple[SequenceState, FinishReason]] = []
         for c in plan.chunks:
             seq = c.seq
             req = _req(seq)
-            want = c.reaches_end and req.params.max_tokens > 0
-            if want:
-                sampled.append(seq)
-            elif c.reaches_end:
-                prompt_only.append(seq)
-            inputs.append(
-                (
-                    np.asarray(seq.table.blocks, dtype=np.int32),
-                    c.start,
-                    np.asarray(seq.tokens[c.start : c.start + c.n], dtype=np.int32),
-                    1 if want else 0,
-                )
+            if req.finished:
+                continue  # failed above: its chunk is not computed
+            want = False
+            if c.reaches_end:
+                if req.params.max_tokens <= 0:
+                    ended.append((seq, "length"))  # the prompt is processed (and cached), no more
+                elif len(seq.tokens) >= self.n_ctx:
+                    ended.append((seq, "context"))  # a prompt of n_ctx tokens: no room for more
+                else:
+                    want = True
+            item: tuple[Any, ...] = (
+                np.asarray(seq.table.blocks, dtype=np.int32),
+                c.start,
+                np.asarray(seq.tokens[c.start : c.start + c.n], dtype=np.int32),
+                1 if want else 0,
             )
+            if want:
+                try:
+                    topk = self._prepare_draw(req)
+                except Exception as e:  # noqa: BLE001
+                    self._fail(seq, e)
+                    continue
+                if topk is not None:
+                    item = (*item, topk)
+                sampled.append(seq)
+            inputs.append(item)
         t0 = time.perf_counter()
-        logits = self._decoder.step(inputs)
-        self._cost.observe(plan.n_tokens, time.perf_counter() - t0)
+        logits = self._decoder.step(inputs) if inputs else None
+        if inputs:
+            self._cost.observe(plan.n_tokens, time.perf_counter() - t0)
         with self._lock:
-            self._sched.complete(plan)
-            self._counts["steps"] += 1
-            self._counts["step_tokens"] += plan.n_tokens
-        for seq in prompt_only:  # max_tokens 0: the prompt is processed (and cached), no more
-            self._end(seq, "length")
+            self._sched.complete(plan)  # skips the sequences that failed meanwhile
+            self._counts["steps"] += 1 if inputs else 0
+            self._counts["step_tokens"] += plan.n_tokens if inputs else 0
+        for seq, reason in ended:
+            self._guarded(seq, self._end, seq, reason)
         if sampled:
+            assert logits is not None
             self._sample(sampled, logits)
         with self._lock:
             self._counts["busy_s"] += time.perf_counter() - t0
@@ -513,24 +563,58 @@ class Engine:
             sampler.accept(t, False)
         return sampler
 
+    def _prepare_draw(self, req: _Request) -> int | tuple[int, Any, Any] | None:
+        """Before the step that gives a request its next logits: fills its constraint's mask
+        (the state it has now is the one the draw sees) and returns the decoder's ``topk``
+        argument for it (None: the full output layer)."""
+        mask = None
+        if req.constraint is not None and req.mask is not None:
+            req.mask[:] = False
+            req.constraint.fill_mask(req.mask)
+            mask = req.mask
+        return self._topk_spec(req, mask)
+
+    def _topk_spec(
+        self, req: _Request, mask: np.ndarray | None
+    ) -> int | tuple[int, Any, Any] | None:
+        """The exact-top-k request for one draw, or None where the draw needs every logit.
+
+        Safe exactly when the draw reads only the k largest logits (model/sampler.h): greedy
+        (k = 1) or top_k > 0 (k = top_k; temperature, top-p and min-p then act within those
+        k). The tokens the penalties change are forced (their exact logits are penalized and
+        may move into the top k); the constraint's disallowed tokens are not eligible.
+        Log-probabilities are normalized over the whole vocabulary, and sampling without
+        top_k reads every logit: those use the full layer. So does a top_k above n_vocab / 8,
+        where most rows would be recomputed anyway.
+        """
+        if not self.exact_topk:
+            return None
+        p = req.params
+        if p.logprobs:
+            return None
+        if p.greedy:
+            k = 1
+        elif p.top_k > 0 and p.top_k * _TOPK_MAX_FRACTION <= self.n_vocab:
+            k = p.top_k
+        else:
+            return None
+        assert req.sampler is not None  # made when the request was admitted
+        forced = req.sampler.penalized_tokens()
+        if not forced.size and mask is None:
+            return k
+        return (k, forced if forced.size else None, mask)
+
     def _sample(self, seqs: list[SequenceState], logits: np.ndarray) -> None:
         reqs = [_req(s) for s in seqs]
         masks: list[np.ndarray | None] | None = None
         if any(r.constraint is not None for r in reqs):
-            masks = []
-            for r in reqs:
-                if r.constraint is not None and r.mask is not None:
-                    r.mask[:] = False
-                    r.constraint.fill_mask(r.mask)
-                    masks.append(r.mask)
-                else:
-                    masks.append(None)
+            masks = [r.mask if r.constraint is not None else None for r in reqs]
         n_top = None
         if any(r.params.logprobs for r in reqs):
             n_top = [r.params.top_logprobs if r.params.logprobs else -1 for r in reqs]
         samplers = [r.sampler for r in reqs]
         assert all(s is not None for s in samplers)  # made when the request was admitted
-        tokens, logprob, top_ids, top_lp = self._sampler.sample(
+        tokens, logprob, top_ids, top_lp, errors = self._sampler.try_sample(
             samplers,  # type: ignore[arg-type]
             logits,
             masks,
@@ -539,21 +623,55 @@ class Engine:
         now = time.perf_counter()
         for i, seq in enumerate(seqs):
             req = reqs[i]
+            if errors[i] is not None:
+                self._fail(seq, BitnetError(f"sampling: {errors[i]}"))
+                continue
             if req.t_first is None:
                 req.t_first = now
-            t = int(tokens[i])
             lp = None
             if req.params.logprobs:
-                k = req.params.top_logprobs
-                top = tuple(
-                    TopLogprob(int(j), self._bytes(int(j)), float(v))
-                    for j, v in zip(top_ids[i, :k], top_lp[i, :k], strict=True)
-                    if j >= 0
-                )
-                lp = TokenLogprob(t, self._bytes(t), float(logprob[i]), top)
-            self._on_token(seq, req, t, lp)
+                lp = (float(logprob[i]), top_ids[i, : req.params.top_logprobs], top_lp[i])
+            self._guarded(seq, self._on_token, seq, req, int(tokens[i]), lp)
 
-    def _on_token(self, seq: SequenceState, req: _Request, t: int, lp: TokenLogprob | None) -> None:
+    def _guarded(self, seq: SequenceState, fn: Any, *args: Any) -> None:
+        """fn(*args) for one request; an exception fails that request only."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 (this request fails, the others go on)
+            self._fail(seq, e)
+
+    def _fail(self, seq: SequenceState, error: BaseException) -> None:
+        """Ends one request with an error: its handle raises it, its slot and blocks are freed."""
+        req = _req(seq)
+        if req.finished:
+            return
+        req.finished = True
+        failure = BitnetError(
+            f"request {seq.request_id} failed on the engine thread: {type(error).__name__}: {error}"
+        )
+        failure.__cause__ = error
+        with self._lock:
+            if seq.status is not SeqStatus.FINISHED:
+                self._sched.finish(seq)
+            self._counts["failed"] += 1
+            self._counts["generated"] += len(req.generated)
+        req.handle._fail(failure)
+
+    def _on_token(
+        self,
+        seq: SequenceState,
+        req: _Request,
+        t: int,
+        raw_lp: tuple[float, np.ndarray, np.ndarray] | None,
+    ) -> None:
+        lp = None
+        if raw_lp is not None:  # (logprob, top ids, top logprobs) of this row
+            top = tuple(
+                TopLogprob(int(j), self._bytes(int(j)), float(v))
+                for j, v in zip(raw_lp[1], raw_lp[2][: len(raw_lp[1])], strict=True)
+                if j >= 0
+            )
+            lp = TokenLogprob(t, self._bytes(t), raw_lp[0], top)
         if t in req.eos:
             self._end(seq, "stop")
             return
@@ -571,8 +689,10 @@ class Engine:
             reason = "stop"
         elif len(req.generated) >= req.params.max_tokens:
             reason = "length"
-        elif len(seq.tokens) > self.n_ctx:
-            reason = "context"  # the next position would be past the context
+        elif len(seq.tokens) >= self.n_ctx:
+            # The context is full: prompt + generated = n_ctx. (The next token would need a
+            # position past it; one sampled from the last position would exceed n_ctx.)
+            reason = "context"
         token_lp = (lp,) if lp is not None else (() if req.params.logprobs else None)
         if reason is not None:
             self._end(seq, reason, piece=piece, token_ids=(t,), logprobs=token_lp)
@@ -588,12 +708,10 @@ class Engine:
         piece: str = "",
         token_ids: tuple[int, ...] = (),
         logprobs: tuple[TokenLogprob, ...] | None = None,
-        release: bool = True,
     ) -> None:
         req = _req(seq)
         if req.finished:
             return
-        req.finished = True
         text = piece + req.text.flush()
         req.parts.append(text)
         now = time.perf_counter()
@@ -620,8 +738,9 @@ class Engine:
         )
         if logprobs is None and req.params.logprobs:
             logprobs = ()
+        req.finished = True  # only now: should anything above raise, _fail() still ends it
         with self._lock:
-            if release and seq.status is not SeqStatus.FINISHED:
+            if seq.status is not SeqStatus.FINISHED:  # (cancelled ones are already released)
                 self._sched.finish(seq)
             self._counts["generated"] += len(req.generated)
             self._counts["finished"][reason] += 1

@@ -85,6 +85,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "-b", "--batch", type=_positive, default=512, help="tokens per step (default 512)"
     )
     s.add_argument(
+        "--exact-topk",
+        action="store_true",
+        help="exact-top-k output layer for requests with top_k > 0 or temperature 0 (identical "
+        "tokens, about half the output layer's bytes; pays on trained models)",
+    )
+    s.add_argument(
         "-t", "--threads", type=_positive, default=None, help="threads (default: all hardware)"
     )
     s.add_argument(
@@ -174,6 +180,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         max_body_bytes=args.max_body,
         grace_s=args.grace,
         chat_template=_read_template(args.chat_template),
+        exact_topk=args.exact_topk,
     )
 
 

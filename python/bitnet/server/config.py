@@ -37,6 +37,9 @@ class ServerSettings:
         grace_s: On SIGTERM, how long in-flight requests may take to finish.
         chat_template: A Jinja2 chat template used instead of the model's own (None: the
             model's, or bitnet's default when the file has none).
+        exact_topk: Load the exact-top-k pre-pass of the output layer (``bitnet.load``'s
+            exact_topk): requests sampling with top_k > 0 or temperature 0, without logprobs,
+            read about half of the output layer, with identical tokens.
     """
 
     model: str | None = None
@@ -55,6 +58,7 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     grace_s: float = 30.0
     chat_template: str | None = None
+    exact_topk: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -92,6 +96,7 @@ class ServerSettings:
             "n_parallel": self.n_parallel,
             "kv_budget": self.kv_budget,
             "max_queue": self.max_queue,
+            "exact_topk": self.exact_topk,
             "revision": self.revision,
             "progress": False,
         }
