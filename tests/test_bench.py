@@ -230,5 +230,5 @@ def test_bench_exact_topk(tiny: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert tg["test"] == "tg4 x2" and tg["topk"] == 5 and tg["exact_rows_fraction"] > 0
     assert main([*argv[:-2], "--exact-topk", "3"]) == 0
     assert "output layer: exact top-3" in capsys.readouterr().out
-    assert main(["bench", "-m", str(tiny), "-q", "--exact-topk", "-2"]) == 1
+    assert main(["bench", "-m", str(tiny), "-q", "--exact-topk", "-2"]) == 2  # usage error
     assert "--exact-topk" in capsys.readouterr().err

@@ -34,7 +34,6 @@ from .errors import (
     BitnetError,
     ContextLengthError,
     ParameterError,
-    ShapeError,
     UnsupportedError,
 )
 from .sessions import SessionPool
