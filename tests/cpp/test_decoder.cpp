@@ -16,21 +16,12 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 
+#include "check.h"
+
 using namespace bitnet;
+using namespace bitnet_test;
 
 namespace {
-
-int g_failed = 0;
-int g_passed = 0;
-
-void check(bool ok, const std::string& what) {
-    if (ok) {
-        ++g_passed;
-    } else {
-        ++g_failed;
-        std::printf("FAIL %s\n", what.c_str());
-    }
-}
 
 bool same(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 

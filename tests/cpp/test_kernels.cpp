@@ -15,21 +15,12 @@
 #include "kernels/cpu_features.h"
 #include "kernels/kernels.h"
 
+#include "check.h"
+
 using namespace bitnet::kernels;
+using namespace bitnet_test;
 
 namespace {
-
-int g_passed = 0;
-int g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-    if (ok) {
-        ++g_passed;
-    } else {
-        ++g_failed;
-        std::printf("FAIL %s\n", what.c_str());
-    }
-}
 
 std::mt19937 rng(1234);
 

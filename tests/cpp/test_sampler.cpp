@@ -15,21 +15,12 @@
 #include "model/sampler.h"
 #include "runtime/thread_pool.h"
 
+#include "check.h"
+
 using namespace bitnet;
+using namespace bitnet_test;
 
 namespace {
-
-int g_failed = 0;
-int g_passed = 0;
-
-void check(bool ok, const std::string& what) {
-    if (ok) {
-        ++g_passed;
-    } else {
-        ++g_failed;
-        std::printf("FAIL %s\n", what.c_str());
-    }
-}
 
 SamplerParams params_of(int i) {
     SamplerParams p;

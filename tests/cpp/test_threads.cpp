@@ -21,19 +21,11 @@
 #include "model/kv_cache.h"
 #include "model/model.h"
 
+#include "check.h"
+
+using namespace bitnet_test;
+
 namespace {
-
-int g_passed = 0;
-int g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-    if (ok) {
-        ++g_passed;
-    } else {
-        ++g_failed;
-        std::printf("FAIL %s\n", what.c_str());
-    }
-}
 
 constexpr int64_t kPrompt = 24;  // tokens of the prompt, decoded in batches
 constexpr int64_t kSteps = 6;    // then this many single-token steps
