@@ -12,25 +12,10 @@
 #include <cstdint>
 
 #include "kernels/isa_tables.h"
+#include "kernels/prefetch.h"
 
 namespace bitnet::kernels::neon {
 namespace {
-
-// The caller's prefetch hint (kernels.h), issued a line or a few at a time between pieces of work
-// (PRFM PLDL2KEEP via the builtin: a hint, never faults).
-struct Prefetcher {
-    const char* p;
-    const char* end;
-    Prefetcher(const void* pf, int64_t bytes)
-        : p(static_cast<const char*>(pf)), end(pf != nullptr ? p + bytes : p) {}
-    void next(int64_t lines) {
-        for (; lines > 0 && p < end; --lines, p += 64) __builtin_prefetch(p, 0, 2);
-    }
-};
-
-inline int64_t lines_per(int64_t bytes, int64_t steps) {
-    return steps > 0 ? ((bytes + 63) / 64 + steps - 1) / steps : 0;
-}
 
 inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
 inline float32x4_t load4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }

@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "kernels/isa_tables.h"
+#include "kernels/prefetch.h"
 
 namespace bitnet::kernels::avx2 {
 namespace {
@@ -51,22 +52,6 @@ inline void store_scores(__m256 sums, float* s, int64_t s_stride, int n_valid) {
             if (r < n_valid) s[h * s_stride + r] = out[h * RB + r];
         }
     }
-}
-
-// The caller's prefetch hint, issued a line or a few at a time between pieces of work: bursts
-// of prefetches queue up in front of the kernel's own loads (kernels.h, "prefetch hint").
-struct Prefetcher {
-    const char* p;
-    const char* end;
-    Prefetcher(const void* pf, int64_t bytes)
-        : p(static_cast<const char*>(pf)), end(pf != nullptr ? p + bytes : p) {}
-    void next(int64_t lines) {
-        for (; lines > 0 && p < end; --lines, p += 64) _mm_prefetch(p, _MM_HINT_T1);
-    }
-};
-
-inline int64_t lines_per(int64_t bytes, int64_t steps) {
-    return steps > 0 ? ((bytes + 63) / 64 + steps - 1) / steps : 0;
 }
 
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }

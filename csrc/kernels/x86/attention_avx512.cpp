@@ -20,25 +20,10 @@
 #include <cstdint>
 
 #include "kernels/isa_tables.h"
+#include "kernels/prefetch.h"
 
 namespace bitnet::kernels::avx512 {
 namespace {
-
-// The caller's prefetch hint, a line or a few at a time between pieces of work (see
-// attention_avx2.cpp).
-struct Prefetcher {
-    const char* p;
-    const char* end;
-    Prefetcher(const void* pf, int64_t bytes)
-        : p(static_cast<const char*>(pf)), end(pf != nullptr ? p + bytes : p) {}
-    void next(int64_t lines) {
-        for (; lines > 0 && p < end; --lines, p += 64) _mm_prefetch(p, _MM_HINT_T1);
-    }
-};
-
-inline int64_t lines_per(int64_t bytes, int64_t steps) {
-    return steps > 0 ? ((bytes + 63) / 64 + steps - 1) / steps : 0;
-}
 
 inline __mmask16 first_lanes(int64_t n) {
     return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);

@@ -36,6 +36,7 @@
 #include <cstdint>
 
 #include "kernels/isa_tables.h"
+#include "kernels/prefetch.h"
 
 namespace bitnet::kernels::avx512vnni {
 namespace {
@@ -68,17 +69,6 @@ inline void swap2(__m512i& a, __m512i& b) {  // 128-bit chunks
     const __m512i hi = _mm512_mask_shuffle_i64x2(b, 0x33, a, a, _MM_SHUFFLE(3, 3, 1, 1));
     a = lo, b = hi;
 }
-
-// The caller's prefetch hint, a few lines per group of rows (see attention_avx2.cpp).
-struct Prefetcher {
-    const char* p;
-    const char* end;
-    Prefetcher(const void* pf, int64_t bytes)
-        : p(static_cast<const char*>(pf)), end(pf != nullptr ? p + bytes : p) {}
-    void next(int64_t lines) {
-        for (; lines > 0 && p < end; --lines, p += 64) _mm_prefetch(p, _MM_HINT_T1);
-    }
-};
 
 // Index vectors of the shuffles (constant; built once per call, a few instructions).
 inline __m512i iota() {
@@ -187,10 +177,6 @@ void scores_heads4(const int8_t* q, const float* q_d, const int8_t* k, const uin
             else _mm_mask_storeu_ps(s + h * s_stride + j, keep, v);
         }
     }
-}
-
-inline int64_t lines_per(int64_t bytes, int64_t steps) {
-    return steps > 0 ? ((bytes + 63) / 64 + steps - 1) / steps : 0;
 }
 
 }  // namespace
