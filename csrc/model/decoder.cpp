@@ -350,17 +350,7 @@ void BatchDecoder::ffn_layer(int64_t il, int64_t n) {
         split_range(c.n_ff, std::lcm(granule(l.w_gate, 1), granule(l.w_up, 1)), ith, nth, &b, &e);
         linear_rows(l.w_gate, n, b, e, acc_.data());
         linear_rows(l.w_up, n, b, e, acc2_.data());
-        BITNET_EPILOGUE(l.w_gate, acc_.data(), n, b, e, ffn[t * c.n_ff + r] = y)
-        const bool relu2 = c.activation == Activation::kRelu2;
-        BITNET_EPILOGUE(l.w_up, acc2_.data(), n, b, e, {
-            float& g = ffn[t * c.n_ff + r];
-            if (relu2) {
-                const float p = std::max(g, 0.0f);
-                g = (p * p) * y;
-            } else {
-                g = (g / (1.0f + std::exp(-g))) * y;
-            }
-        })
+        gated_epilogue(l, n, b, e, ffn);
     });
     norm_quantize(ffn, l.ffn_sub_norm.empty() ? nullptr : l.ffn_sub_norm.data(), n, c.n_ff);
     pool_.run([&](int ith, int nth) {
@@ -372,6 +362,46 @@ void BatchDecoder::ffn_layer(int64_t il, int64_t n) {
 }
 
 #undef BITNET_EPILOGUE
+
+// ffn (n_tokens, n_ff) rows [b, e) = act(gate) * up from the integer sums in acc_ (gate) and acc2_
+// (up): the BitLinear epilogue of both, then the activation, as separate branch-free loops over
+// plain pointers so that the compiler vectorizes them (one loop with the activation chosen per
+// element ran scalar, with a mispredicted branch for every sign of the gate: 6% of an 8-sequence
+// decode step on Zen 4).
+void BatchDecoder::gated_epilogue(const LayerWeights& l, int64_t n_tokens, int64_t b, int64_t e,
+                                  float* ffn) const {
+    const int64_t n_ff = model_->config().n_ff;
+    const bool relu2 = model_->config().activation == Activation::kRelu2;
+    const float* __restrict gs = l.w_gate.row_scale.data();
+    const float* __restrict us = l.w_up.row_scale.data();
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const float inv_act = 1.0f / acts_.scale[t];
+        const int32_t* __restrict ga = acc_.data() + t * l.w_gate.n_out;
+        const int32_t* __restrict ua = acc2_.data() + t * l.w_up.n_out;
+        float* __restrict f = ffn + t * n_ff;
+        if (relu2) {
+            for (int64_t r = b; r < e; ++r) {
+                const float g = static_cast<float>(ga[r]) * gs[r] * inv_act;
+                const float u = static_cast<float>(ua[r]) * us[r] * inv_act;
+                // max(g, 0) by the sign bit (negative values, -0 included, become +0; the
+                // square is the same): a float compare blocks vectorization under trapping math.
+                int32_t bits;
+                std::memcpy(&bits, &g, sizeof bits);
+                bits &= ~(bits >> 31);
+                float p;
+                std::memcpy(&p, &bits, sizeof p);
+                f[r] = (p * p) * u;
+            }
+        } else {
+            for (int64_t r = b; r < e; ++r) f[r] = static_cast<float>(ga[r]) * gs[r] * inv_act;
+            for (int64_t r = b; r < e; ++r) {
+                const float g = f[r];
+                const float u = static_cast<float>(ua[r]) * us[r] * inv_act;
+                f[r] = (g / (1.0f + std::exp(-g))) * u;
+            }
+        }
+    }
+}
 
 // ---- building blocks --------------------------------------------------------------------------
 

@@ -107,6 +107,7 @@ class BatchDecoder {
     int64_t granule(const PackedLinear& w, int64_t multiple_of) const;
     void attention_layer(int64_t layer, int64_t n);
     void ffn_layer(int64_t layer, int64_t n);
+    void gated_epilogue(const LayerWeights& l, int64_t n_tokens, int64_t b, int64_t e, float* ffn) const;
     void output_logits(float* logits);
     void full_logits(int64_t first, int64_t n, float* logits, int64_t n_compute = -1);
 
