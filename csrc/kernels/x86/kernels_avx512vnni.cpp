@@ -367,7 +367,7 @@ void q8_tile(const Q8Matrix& w, const ActsQ8& x, int64_t r0, int64_t t0, int64_t
         const __mmask64 bytes = one ? 0xffffffffULL : ~0ULL;
         if (prefetch != nullptr) {
 #pragma GCC unroll 4
-            for (int r = 0; r < R; ++r) _mm_prefetch(prefetch + (c * R + r) * 64, _MM_HINT_T1);
+            for (int r = 0; r < R; ++r) _mm_prefetch(prefetch + (c * R + r) * 64, _MM_HINT_T0);
         }
         __m512i wu[R];
         __m512 dw[R];
