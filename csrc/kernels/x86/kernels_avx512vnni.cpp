@@ -339,7 +339,8 @@ constexpr int kQ8PrefetchTiles = 2;  // prefetch distance, in tiles of rows
 // s[0] only, lanes 8-15 zero).
 inline __m512 q8_pair_scales(const float* s, bool one) {
     const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    const __m128 v = one ? _mm_load_ss(s) : _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(s)));
+    // _mm_loadl_epi64 is an unaligned 8-byte load (_mm_load_sd would need 8-byte alignment).
+    const __m128 v = one ? _mm_load_ss(s) : _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v));
 }
 
