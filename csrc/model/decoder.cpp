@@ -383,11 +383,13 @@ void BatchDecoder::gated_epilogue(const LayerWeights& l, int64_t n_tokens, int64
             for (int64_t r = b; r < e; ++r) {
                 const float g = static_cast<float>(ga[r]) * gs[r] * inv_act;
                 const float u = static_cast<float>(ua[r]) * us[r] * inv_act;
-                // max(g, 0) by the sign bit (negative values, -0 included, become +0; the
-                // square is the same): a float compare blocks vectorization under trapping math.
+                // std::max(g, 0.0f) on the bits (a float compare blocks vectorization under
+                // trapping math): a negative sign bit clears the value unless g is a NaN, which
+                // passes through as before; -0 becomes +0, whose square is the same.
                 int32_t bits;
                 std::memcpy(&bits, &g, sizeof bits);
-                bits &= ~(bits >> 31);
+                const int32_t nan = (bits & 0x7fffffff) > 0x7f800000 ? -1 : 0;
+                bits &= ~(bits >> 31) | nan;
                 float p;
                 std::memcpy(&p, &bits, sizeof p);
                 f[r] = (p * p) * u;

@@ -397,15 +397,15 @@ void q8_tile(const Q8Matrix& w, const ActsQ8& x, int64_t r0, int64_t t0, int64_t
     }
 }
 
-// One token, R rows, on 256-bit vectors: the same operations lane for lane as q8_tile (lanes 0-7
-// of its accumulator are acc_even here, lanes 8-15 acc_odd; the block scale product is the same
-// float product, broadcast), so the values are bit-identical; half-width operations leave a single
-// thread more room to keep DRAM busy.
 template <int H>
 struct Half {
     static constexpr int value = H;
 };
 
+// One token, R rows, on 256-bit vectors: the same operations lane for lane as q8_tile (lanes 0-7
+// of its accumulator are acc_even here, lanes 8-15 acc_odd; the block scale product is the same
+// float product, broadcast), so the values are bit-identical; half-width operations leave a single
+// thread more room to keep DRAM busy.
 template <int R>
 void q8_gemv(const Q8Matrix& w, const ActsQ8& x, int64_t r0, int64_t row_base, float* out,
              const char* prefetch) {
@@ -467,22 +467,18 @@ void q8_rows(const Q8Matrix& w, const ActsQ8& x, int64_t r0, int64_t row_base, f
     }
 }
 
-}  // namespace
-
-namespace {
+// The first byte of the tile of R rows kQ8PrefetchTiles tiles after row r, or nullptr when that
+// tile is not all rows of the matrix.
+inline const char* q8_ahead(const Q8Matrix& w, int64_t r, int R) {
+    const int64_t ahead = r + kQ8PrefetchTiles * R;
+    return ahead + R <= w.n_rows ? reinterpret_cast<const char*>(w.q + ahead * w.n_cols) : nullptr;
+}
 
 template <int R>
 void q8_drive(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
               int64_t out_stride) {
-    const int64_t row_bytes = w.n_cols;
     int64_t r = row_begin;
-    for (; r + R <= row_end; r += R) {
-        // The rows kQ8PrefetchTiles tiles ahead, while they are rows of the matrix.
-        const int64_t ahead = r + kQ8PrefetchTiles * R;
-        const bool more = ahead + R <= w.n_rows;
-        const char* next = more ? reinterpret_cast<const char*>(w.q + ahead * row_bytes) : nullptr;
-        q8_rows<R>(w, x, r, row_begin, out, out_stride, next);
-    }
+    for (; r + R <= row_end; r += R) q8_rows<R>(w, x, r, row_begin, out, out_stride, q8_ahead(w, r, R));
     switch (row_end - r) {
         case 3: q8_rows<3>(w, x, r, row_begin, out, out_stride, nullptr); break;
         case 2: q8_rows<2>(w, x, r, row_begin, out, out_stride, nullptr); break;
@@ -496,13 +492,9 @@ void q8_drive(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row
 void gemm_q8(const Q8Matrix& w, const ActsQ8& x, int64_t row_begin, int64_t row_end, float* out,
              int64_t out_stride) {
     if (x.n_tokens == 1) {
-        const int64_t row_bytes = w.n_cols;
         int64_t r = row_begin;
         for (; r + kQ8GemvRows <= row_end; r += kQ8GemvRows) {
-            const int64_t ahead = r + kQ8PrefetchTiles * kQ8GemvRows;
-            const bool more = ahead + kQ8GemvRows <= w.n_rows;
-            const char* next = more ? reinterpret_cast<const char*>(w.q + ahead * row_bytes) : nullptr;
-            q8_gemv<kQ8GemvRows>(w, x, r, row_begin, out, next);
+            q8_gemv<kQ8GemvRows>(w, x, r, row_begin, out, q8_ahead(w, r, kQ8GemvRows));
         }
         for (; r < row_end; ++r) q8_gemv<1>(w, x, r, row_begin, out, nullptr);
     } else {
